@@ -1,0 +1,1 @@
+"""The command-line layer: parse flags, call one library function, render the result."""

@@ -1,0 +1,3 @@
+"""Not implemented yet."""
+import typer
+app = typer.Typer(help="(not implemented yet)")

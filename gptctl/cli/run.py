@@ -1,0 +1,5 @@
+"""Not implemented yet (see the issue tracker)."""
+import typer
+
+def run_command() -> None:
+    raise typer.Exit(2)

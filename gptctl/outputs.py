@@ -1,0 +1,56 @@
+"""Atomic output directories: work beside the target, rename at the end.
+
+An interrupted or failed step never leaves something at `--output` that looks finished:
+the work happens in a hidden sibling directory that is renamed into place only on success.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from gptctl.errors import BadInput
+
+
+def check_output_dir(target: str | os.PathLike, *, overwrite: bool = False, resume: bool = False) -> Path:
+    """Refuse a non-empty output directory unless overwrite/resume was asked for (before any model loads)."""
+    t = Path(target)
+    if t.exists() and not t.is_dir():
+        raise BadInput(f"--output {t} exists and is not a directory", "choose another --output path")
+    if t.is_dir() and any(t.iterdir()) and not (overwrite or resume):
+        raise BadInput(f"--output {t} is not empty", "pass --overwrite to replace it, or choose another directory")
+    return t
+
+
+@contextlib.contextmanager
+def atomic_output_dir(target: str | os.PathLike, *, work_dir: str | os.PathLike | None = None) -> Iterator[Path]:
+    """Yield a fresh working directory; on success it replaces `target`, on failure it is removed.
+
+    `work_dir` lets a resumable step reuse a stable working directory (kept on failure).
+    """
+    t = Path(target).resolve()
+    t.parent.mkdir(parents=True, exist_ok=True)
+    keep_on_failure = work_dir is not None
+    if work_dir is None:
+        work = Path(tempfile.mkdtemp(prefix=f".{t.name}.partial-", dir=t.parent))
+    else:
+        work = Path(work_dir)
+        work.mkdir(parents=True, exist_ok=True)
+    try:
+        yield work
+    except BaseException:
+        if not keep_on_failure:
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    # Replace the old target only now that the new output is complete.
+    if t.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{t.name}.old-", dir=t.parent))
+        os.replace(t, old / "x")
+        os.replace(work, t)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(work, t)
