@@ -1,5 +1,148 @@
-"""Not implemented yet (see the issue tracker)."""
-import typer
+"""Run a YAML recipe: select -> optimize -> export, cached, resumable, with gates for CI.
 
-def run_command() -> None:
-    raise typer.Exit(2)
+Each step writes to WORKDIR/NAME/ and is skipped while its inputs, options and gptctl version are unchanged. Exit codes: 0 every step finished and every gate passed; 1 a gate or a step failed; 2 the recipe (an option, an input) is invalid. `--dry-run` prints the resolved plan and exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from gptctl.cli.common import err, handle_errors, out, print_json
+
+_MARK = {"ran": "[green]ran[/]", "cached": "[cyan]cached[/]", "failed": "[red]failed[/]",
+         "not-run": "[dim]not run[/]", "would-run": "[yellow]would run[/]"}
+
+
+@handle_errors
+def run_command(
+    recipe: Path = typer.Argument(..., help="The recipe file, e.g. recipes/quickstart.yaml."),
+    set_: Optional[List[str]] = typer.Option(
+        None, "--set", metavar="KEY.PATH=VALUE",
+        help="Override any recipe value (read as YAML), e.g. --set steps.tune.options.rank=16. Repeatable."),
+    workdir: Optional[Path] = typer.Option(None, "--workdir", help="Run folder, one sub-folder per step [default: runs/<recipe name>/]."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the resolved plan (what is cached, what would run); run nothing."),
+    force: bool = typer.Option(False, "--force", help="Rerun every step even when its cached result is still valid."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary (steps, status, durations, metrics, gates) to stdout."),
+    show_progress: bool = typer.Option(True, "--progress/--no-progress", help="Draw progress bars on stderr."),
+) -> None:
+    from gptctl.cli.progress import RichProgress
+    from gptctl.recipe import load_recipe, run_recipe
+
+    plan = load_recipe(recipe, set_ or [])
+    where = workdir or Path("runs") / plan.name
+    if not dry_run:
+        err.print(f"[bold]{plan.name}[/]: {len(plan.steps)} steps, {len(plan.gates)} gates; workdir {where}", highlight=False)
+    with RichProgress(enabled=show_progress and not dry_run) as progress:
+        report = run_recipe(plan, where, force=force, dry_run=dry_run, progress=progress,
+                            on_event=lambda event, step: _event(progress, event, step))
+    summary = report.to_dict()
+    if dry_run:
+        for entry, step in zip(summary["steps"], report.steps):
+            entry["options"] = step.options
+    else:
+        (where / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    if json_out:
+        print_json(summary)
+    elif dry_run:
+        _print_plan(plan, report)
+    else:
+        _print_results(report)
+    if report.error is not None:
+        err.print(f"[bold red]error:[/] {report.error.message}", highlight=False)
+        for line in report.error.details:
+            err.print(f"  {line}", highlight=False, markup=False)
+        if report.error.hint:
+            err.print(f"[yellow]hint:[/] {report.error.hint}", highlight=False)
+    elif not dry_run:
+        failed = sum(not g.passed for g in report.gates)
+        verdict = "[green]passed[/]" if report.passed else f"[red]failed[/] ({failed} of {len(report.gates)} gates)"
+        err.print(f"[bold]{plan.name}[/] {verdict}; summary: {where / 'summary.json'}", highlight=False)
+    raise typer.Exit(report.exit_code)
+
+
+def _event(progress, event: str, step) -> None:
+    label = f"[bold]{step.name}[/] ({step.kind}{' ' + step.method if step.method else ''})"
+    if event == "start":
+        progress.rich.console.print(f"▶ {label}: running ({step.reason})", highlight=False)
+    elif event == "cached":
+        progress.rich.console.print(f"↷ {label}: cached, {step.reason}", highlight=False)
+    elif event == "done":
+        progress.rich.console.print(f"✓ {label}: done in {step.duration_s:.1f}s", highlight=False)
+    elif event == "failed":
+        progress.rich.console.print(f"✗ {label}: [red]failed[/]: {step.error}", highlight=False)
+
+
+def _print_plan(plan, report) -> None:
+    table = Table(title=f"Plan: {plan.name} (workdir {report.workdir})", show_lines=True)
+    for col in ("#", "step", "kind", "status", "inputs and options"):
+        table.add_column(col, overflow="fold")
+    for i, step in enumerate(report.steps, 1):
+        lines = [f"output: {step.output}"]
+        lines += [f"{k}: {_value(v)}" for k, v in step.options.items()]
+        sources = plan.step(step.name).sources
+        lines += [f"source {k}: {v}" for k, v in sources.items()]
+        status = f"{_MARK.get(step.status, step.status)}\n[dim]{step.reason}[/]"
+        table.add_row(str(i), step.name, f"{step.kind} {step.method or ''}".strip(), status, "\n".join(lines))
+    out.print(table)
+    if plan.gates:
+        out.print("[bold]Gates[/] (evaluated after the run):")
+        for g in plan.gates:
+            out.print(f"  {g}", highlight=False, markup=False)
+
+
+def _print_results(report) -> None:
+    from gptctl.recipe.summary import stages
+
+    steps = Table(title="Steps")
+    for col in ("step", "kind", "status", "time", "output"):
+        steps.add_column(col, overflow="fold")
+    for s in report.steps:
+        steps.add_row(s.name, f"{s.kind} {s.method or ''}".strip(), _MARK.get(s.status, s.status),
+                      f"{s.duration_s:.1f}s" if s.status == "ran" else "", s.output)
+    out.print(steps)
+    if report.gates:
+        gates = Table(title="Gates")
+        for col in ("gate", "values", "result"):
+            gates.add_column(col, overflow="fold")
+        for g in report.gates:
+            # A comparison shows its two sides; anything else the values it read.
+            values = g.detail or "\n".join(f"{k} = {_value(v)}" for k, v in g.values.items())
+            result = "[green]pass[/]" if g.passed else f"[red]FAIL[/]" + (f"\n{g.error}" if g.error else "")
+            gates.add_row(g.expr, values, result)
+        out.print(gates)
+    rows = stages(report)
+    if rows:
+        table = Table(title="Summary")
+        for col in ("stage", "perplexity", "sparsity", "size", "decode tok/s", "vs PyTorch"):
+            table.add_column(col, justify="left" if col == "stage" else "right")
+        for r in rows:
+            table.add_row(
+                r.stage,
+                f"{r.perplexity:.2f}" if r.perplexity is not None else "",
+                f"{r.sparsity:.1%}" if r.sparsity is not None else "",
+                _size(r.size_bytes),
+                ", ".join(f"{p} {v:.1f}" for p, v in r.tokens_per_s.items()),
+                ", ".join(f"{p} {v:.2f}x" for p, v in r.speedup.items()),
+            )
+        out.print(table)
+
+
+def _value(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def _size(n) -> str:
+    if n is None:
+        return ""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
