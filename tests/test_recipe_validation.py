@@ -198,6 +198,20 @@ def test_every_problem_is_reported_at_once():
     assert found[-1].startswith("--set 'nokey'")
 
 
+def test_missing_input_file_or_model():
+    import dataclasses
+
+    kinds = dict(FAKE_KINDS, optimize=dataclasses.replace(FAKE_KINDS["optimize"], path_options=("data",)))
+    text = GOOD.replace("data: notes.txt", "data: /nonexistent/notes.txt").replace(
+        "model: ${steps.pick.model}", "model: pkg:no_such_package_xyz/model.gguf")
+    with pytest.raises(BadInput) as info:
+        parse_recipe(text, "r.yaml", env={}, kinds=kinds)
+    found = info.value.details
+    assert found[0].startswith("r.yaml:12: steps.tune.options.model: the Python package 'no_such_package_xyz' is not installed")
+    assert "pip install --no-deps no-such-package-xyz" in found[0]
+    assert found[1] == "r.yaml:13: steps.tune.options.data: /nonexistent/notes.txt: no such file"
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(BadInput, match="no such file"):
         load_recipe(tmp_path / "nope.yaml")

@@ -243,6 +243,8 @@ def _record(step: Step, kind: StepKind, resolved: dict[str, Any], done: dict) ->
             inputs[key] = cache.model_identity(value)
         elif value.startswith("pkg:") or _is_local(value):
             inputs[key] = _path_identity(value)
+    for key, value in (kind.implicit_inputs(resolved) if kind.implicit_inputs else {}).items():
+        inputs[key] = _path_identity(value) if _is_local(value) else {"missing": value}
     sources = {k: cache.model_identity(v) for k, v in step.sources.items()}
     rec = {"kind": step.kind, "method": step.method, "options": _resolve(step, done, [], keep_paths=True),
            "inputs": inputs, "sources": sources, "gptctl_version": __version__}

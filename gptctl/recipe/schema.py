@@ -279,6 +279,7 @@ def _check_steps(raw: Any, problems: _Problems, env, context, variables, kinds) 
                     problems.add(base + ("options", "model"), "missing: the first step that loads a model needs options.model")
             if method is not None or kind.methods is None:
                 _check_options(kind, method, options, base, problems)
+            _check_inputs_exist(kind, options, base, problems)
         steps.append(Step(name, kind_name if isinstance(kind_name, str) else "?", method, options, sources))
     return steps
 
@@ -290,7 +291,11 @@ def _check_method(method: Any, kind: StepKind | None, base: tuple, problems: _Pr
         if method is not None:
             problems.add(base + ("method",), f"a {kind.name} step takes no method")
         return None
-    known = kind.methods()
+    try:
+        known = kind.methods()
+    except ImportError as exc:  # the library behind this kind is missing from this install
+        problems.add(base + ("kind",), f"{kind.name} steps are not available here: {exc}")
+        return None
     if method is None:
         problems.add(base + ("method",), f"missing: which {kind.name} method ({', '.join(known)})")
         return None
@@ -372,6 +377,26 @@ def _check_options(kind: StepKind, method: str | None, options: dict, base: tupl
         if (field_name in unknown and message.lower().startswith("field required")) or problems.near(path[:len(base) + 2]):
             continue
         problems.add(path, message)
+
+
+def _check_inputs_exist(kind: StepKind, options: dict, base: tuple, problems: _Problems) -> None:
+    """Input files and models named directly (not made by an earlier step) must be there now."""
+    from gptctl.errors import GptctlError
+    from gptctl.model_source import resolve_model
+
+    for name in kind.path_options:
+        values = options.get(name)
+        for i, value in enumerate(values if isinstance(values, list) else [values]):
+            path = base + ("options", name) + ((i,) if isinstance(values, list) else ())
+            if isinstance(value, str) and "${" not in value and not Path(value).expanduser().exists():
+                if not problems.near(path):
+                    problems.add(path, f"{value}: no such file")
+    model = options.get("model")
+    if kind.takes_model and isinstance(model, str) and "${" not in model and not problems.near(base + ("options", "model")):
+        try:
+            resolve_model(model)
+        except GptctlError as exc:
+            problems.add(base + ("options", "model"), exc.message + (f" ({exc.hint})" if exc.hint else ""))
 
 
 def _check_gates(raw: Any, problems: _Problems, steps: list[Step], variables: dict) -> list[str]:

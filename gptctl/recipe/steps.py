@@ -42,6 +42,10 @@ class StepKind:
     runner_fields: tuple[str, ...] = ("output", "overwrite")  # options the runner fills in
     model_file: str | None = None  # what ${steps.X.model} points to inside the output folder
     step_keys: tuple[str, ...] = ()  # extra keys allowed on the step (e.g. select's `sources`)
+    # Files a step reads that its options do not name (select: the catalog it defaults to), so
+    # the cache notices when they change: options dict -> {input name: path}.
+    implicit_inputs: Callable[[dict], dict[str, str]] | None = None
+    path_options: tuple[str, ...] = ()  # options naming files that must exist before the run starts
 
 
 # ---------------------------------------------------------------- select
@@ -53,6 +57,14 @@ def _select_options(method: str | None) -> type:
 
 
 SELECTION_FILE = "selection.json"
+
+
+def _select_inputs(options: dict) -> dict[str, str]:
+    from gptctl.catalog.loader import resolve_paths
+
+    catalogs = options.get("catalog")
+    catalogs = [catalogs] if isinstance(catalogs, str) else catalogs
+    return {f"catalog[{i}]": str(path) for i, (_, path, _) in enumerate(resolve_paths(catalogs or None))}
 
 
 def _select_execute(run: StepRun) -> dict:
@@ -132,10 +144,11 @@ def _export_execute(run: StepRun) -> dict:
 KINDS: dict[str, StepKind] = {
     "select": StepKind(
         "select", _select_options, _select_execute, takes_model=False, runner_fields=(),
-        model_file=SELECTION_FILE, step_keys=("sources",),
+        model_file=SELECTION_FILE, step_keys=("sources",), implicit_inputs=_select_inputs, path_options=("catalog",),
     ),
-    "optimize": StepKind("optimize", _optimize_options, _optimize_execute, methods=_optimize_methods),
-    "export": StepKind("export", _export_options, _export_execute),
+    "optimize": StepKind("optimize", _optimize_options, _optimize_execute, methods=_optimize_methods,
+                         path_options=("data", "eval_data")),
+    "export": StepKind("export", _export_options, _export_execute, path_options=("eval_data",)),
 }
 
 
