@@ -5,7 +5,9 @@ Each step writes to WORKDIR/NAME/ and is skipped while its inputs, options and g
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -37,7 +39,9 @@ def run_command(
     where = workdir or Path("runs") / plan.name
     if not dry_run:
         err.print(f"[bold]{plan.name}[/]: {len(plan.steps)} steps, {len(plan.gates)} gates; workdir {where}", highlight=False)
-    with RichProgress(enabled=show_progress and not dry_run) as progress:
+    # With --json, stdout carries only the JSON: whatever a library prints goes to stderr instead.
+    quiet_stdout = contextlib.redirect_stdout(sys.stderr) if json_out else contextlib.nullcontext()
+    with quiet_stdout, RichProgress(enabled=show_progress and not dry_run) as progress:
         report = run_recipe(plan, where, force=force, dry_run=dry_run, progress=progress,
                             on_event=lambda event, step: _event(progress, event, step))
     summary = report.to_dict()
@@ -134,7 +138,12 @@ def _print_results(report) -> None:
 
 def _show(table: Table) -> None:
     # Logs (CI) are not terminals: give tables room instead of wrapping every cell at 80 columns.
-    out.print(table, width=None if out.is_terminal else max(out.width, 120))
+    if out.is_terminal:
+        out.print(table)
+    else:
+        from rich.console import Console
+
+        Console(file=out.file, width=max(out.width, 120)).print(table)
 
 
 def _value(v) -> str:
