@@ -300,6 +300,9 @@ def _FastLoader(text: str):
         class FastLoader(base):  # type: ignore[misc, valid-type]
             duplicate_keys = False
 
+            def construct_yaml_timestamp(self, node):  # keep dates as text: the schema checks them
+                return self.construct_scalar(node)
+
             def construct_mapping(self, node, deep=False):
                 if not self.duplicate_keys:
                     keys = [k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)]
@@ -307,21 +310,28 @@ def _FastLoader(text: str):
                         self.duplicate_keys = True
                 return super().construct_mapping(node, deep=deep)
 
+        FastLoader.add_constructor("tag:yaml.org,2002:timestamp", FastLoader.construct_yaml_timestamp)
         _FAST_LOADER.append(FastLoader)
     return _FAST_LOADER[0](text)
 
 
 def _locate(shown: str, text: str, problems: list[tuple]) -> list[str]:
-    """Second, slow pass only when there are problems: find the line of each field path."""
-    from gptctl.yamlfile import duplicate_keys, format_path, line_of, load_yaml_text
+    """Second pass, only when there are problems: find the line of each field path (and find
+    repeated mapping keys, which a YAML load silently resolves to the last one)."""
+    from gptctl.yamlfile import format_path, line_of
 
+    lines: dict[tuple, int] = {}
+    dups: list[tuple] = []
     try:
-        _, lines = load_yaml_text(text, shown)
-        dups = duplicate_keys(text)
-    except Exception:  # noqa: BLE001 - a JSON file libyaml's pure-Python twin cannot compose
-        lines, dups = {}, []
-    problems = list(problems) + [(path, f"key {path[-1]!r} appears more than once in this mapping (YAML would keep the last)") for path, _ in dups]
-    out = []
+        import yaml
+
+        node = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        if node is not None:
+            _walk(node, (), lines, dups)
+    except Exception:  # noqa: BLE001 - lines are a courtesy; the problems are reported regardless
+        pass
+    out = [f"{shown}:{line}: {format_path(path)}: key {path[-1]!r} appears more than once in this mapping (YAML would keep the last)"
+           for path, line in dups]
     for prob in problems:
         path, msg = prob[0], prob[1]
         line = line_of(lines, path) if lines else None
@@ -332,6 +342,26 @@ def _locate(shown: str, text: str, problems: list[tuple]) -> list[str]:
         out.append(f"{where}: {format_path(path)}: {msg}")
     # Keep file order for humans: by line, then as found.
     return [p for _, p in sorted(enumerate(out), key=lambda t: (_line_key(t[1], shown), t[0]))]
+
+
+def _walk(node: Any, path: tuple, lines: dict[tuple, int], dups: list[tuple]) -> None:
+    import yaml
+
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen = set()
+        for k, v in node.value:
+            key = k.value
+            if key in seen:
+                dups.append((path + (key,), k.start_mark.line + 1))
+            else:
+                lines[path + (key,)] = k.start_mark.line + 1
+            seen.add(key)
+            _walk(v, path + (key,), lines, dups)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            lines[path + (i,)] = v.start_mark.line + 1
+            _walk(v, path + (i,), lines, dups)
 
 
 def _line_key(message: str, shown: str) -> int:
@@ -348,13 +378,14 @@ def _cache_file(sha: str) -> Path | None:
     from gptctl import __version__
 
     base = os.environ.get("GPTCTL_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "gptctl")
-    return Path(base) / "catalog" / f"{sha}-s{SCHEMA_VERSION}-v{__version__}.json"
+    return Path(base) / "catalog" / f"{sha}-s{SCHEMA_VERSION}-v{__version__}.cache.json"
 
 
 def _read_cache(cache_file: Path, origin: str) -> tuple[list[ModelEntry], dict] | None:
     try:
         doc = json.loads(cache_file.read_text())
-        return [ModelEntry.from_normalised(d, origin) for d in doc["models"]], doc["scoring"]
+        from_row = ModelEntry.from_row
+        return [from_row(r, origin) for r in doc["rows"]], doc["scoring"]
     except (OSError, ValueError, KeyError, TypeError):
         return None  # absent or unreadable: parse the file instead
 
@@ -364,7 +395,7 @@ def _write_cache(cache_file: Path, entries: list[ModelEntry], scoring: dict) -> 
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=cache_file.parent)
         with os.fdopen(fd, "w") as fh:
-            json.dump({"models": [e.to_dict() for e in entries], "scoring": scoring}, fh, separators=(",", ":"))
+            json.dump({"rows": [e.to_row() for e in entries], "scoring": scoring}, fh, separators=(",", ":"))
         os.replace(tmp, cache_file)
     except OSError:
         pass  # a read-only home is fine: the cache only saves time

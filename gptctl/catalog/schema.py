@@ -146,16 +146,17 @@ class ModelEntry:
             "source": self.source,
         }
 
+    def to_row(self) -> list[Any]:
+        """Positional form (schema fields in FIELDS order), for the parse cache."""
+        return [self.id, self.family, self.architecture, self.params, self.params_exact, self.context_length,
+                self.license, self.tasks, self.domains, self.languages, self.instruct, self.release,
+                self.metrics, self.metrics_source, self.source]
+
     @classmethod
-    def from_normalised(cls, d: dict[str, Any], origin: str | None = None) -> "ModelEntry":
-        """Rebuild from `to_dict()` output (trusted: written by this module, e.g. the parse cache)."""
-        return cls(
-            id=d["id"], params=d["params"], tasks=tuple(d["tasks"]), domains=tuple(d["domains"]),
-            family=d["family"], architecture=d["architecture"], params_exact=d["params_exact"],
-            context_length=d["context_length"], license=d["license"], languages=tuple(d["languages"]),
-            instruct=d["instruct"], release=d["release"], metrics=d["metrics"],
-            metrics_source=d["metrics_source"], source=d["source"], origin=origin,
-        )
+    def from_row(cls, r: list[Any], origin: str | None = None) -> "ModelEntry":
+        """Inverse of `to_row` (trusted input: written by this module)."""
+        return cls(r[0], r[3], tuple(r[7]), tuple(r[8]), r[1], r[2], r[4], r[5], r[6], tuple(r[9]), r[10], r[11],
+                   r[12], r[13], r[14], origin)
 
     def release_month(self) -> int | None:
         """Months since year 0 (for recency), or None when the release is unknown."""

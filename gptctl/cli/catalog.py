@@ -73,11 +73,14 @@ def list_command(
     )
     options = parse_options(SelectOptions, values, what="list options")
     result = select_models(options)
+    if result.matched:
+        for w in result.warnings:
+            err.print(f"[yellow]warning:[/] {w}", highlight=False)
     kept = {m.id for m in result.models}
     entries = [e for e in result.catalog.entries if e.id in kept]  # catalog order, not score order
     if json_out:
         print_json({"models": [e.to_dict() for e in entries], "count": len(entries), "constraints": result.constraints,
-                    "excluded": result.excluded, "catalog": result.catalog.info()})
+                    "excluded": result.excluded, "catalog": result.catalog.info(), "warnings": result.warnings})
     else:
         _render_list(entries, result)
     result.require_match()

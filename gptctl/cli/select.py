@@ -116,6 +116,9 @@ def select_command(
 
         raise BadInput(f"--output {output} is a directory", "give a file name, e.g. selection.json")
     result = select_models(options)
+    if result.matched:
+        for w in result.warnings:  # when nothing matched they are part of the error's details
+            err.print(f"[yellow]warning:[/] {w}", highlight=False)
     if json_out:
         print_json(result.to_dict())
     else:

@@ -45,8 +45,21 @@ def export_with_optimum(model: Any, output_dir: Path, *, task: str, opset: int |
     opset = opset or onnx_config.DEFAULT_ONNX_OPSET
     output_dir.mkdir(parents=True, exist_ok=True)
     name = next(iter(models_and_configs))
-    export_models(models_and_onnx_configs=models_and_configs, output_dir=output_dir, opset=opset,
-                  output_names=[name + ".onnx"], device="cpu", disable_dynamic_axes_fix=True, dtype="fp32")
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            # The tracer's warnings are about control flow optimum's patcher already handles; validation
+            # checks the result on every output instead.
+            warnings.simplefilter("ignore")
+            export_models(models_and_onnx_configs=models_and_configs, output_dir=output_dir, opset=opset,
+                          output_names=[name + ".onnx"], device="cpu", disable_dynamic_axes_fix=True, dtype="fp32")
+    finally:
+        hf_logging.set_verbosity(verbosity)
     return output_dir / (name + ".onnx")
 
 

@@ -32,13 +32,14 @@ def quantize_weights(proto: Any, *, bits: int, block_size: int, symmetric: bool 
 
     lm_head = _lm_head_weight(proto)
     matmuls = sum(1 for n in proto.graph.node if n.op_type == "MatMul")
+    # GatherBlockQuantized exists for 4 bits only: an int8 export keeps the embedding table in fp32.
+    ops = ("MatMul", "Gather") if bits == 4 else ("MatMul",)
     config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=symmetric, accuracy_level=ACCURACY_LEVEL,
-                                          bits=bits, op_types_to_quantize=("MatMul", "Gather"),
-                                          quant_axes=(("MatMul", 0), ("Gather", 1)))
-    logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
+                                          bits=bits, op_types_to_quantize=ops, quant_axes=(("MatMul", 0), ("Gather", 1)))
+    # It warns that it raises the opset/IR version for int4 types: expected, and validated by perplexity.
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.ERROR)
     quantizer = MatMulNBitsQuantizer(proto, bits=bits, block_size=block_size, is_symmetric=symmetric,
-                                     accuracy_level=ACCURACY_LEVEL, algo_config=config,
-                                     op_types_to_quantize=("MatMul", "Gather"))
+                                     accuracy_level=ACCURACY_LEVEL, algo_config=config, op_types_to_quantize=ops)
     quantizer.process()
     out = quantizer.model.model
     ops = [n.op_type for n in out.graph.node]

@@ -109,6 +109,11 @@ def train(model, data: Dataset, opts, *, accelerator, work_dir: Path, progress: 
 
     per_rank = accelerator.gather(tokens.to(device).reshape(1)).tolist() if world > 1 else [int(tokens)]
     new_tokens = sum(per_rank)  # this run's: a resumed run measures its own part
+    in_sync = None
+    if world > 1:  # data parallel must end with the same weights everywhere
+        checksum = torch.stack([p.detach().double().sum() for p in params]).sum().reshape(1).to(device)
+        sums = accelerator.gather(checksum).tolist()
+        in_sync = max(sums) - min(sums) <= 1e-6 * max(1.0, abs(sums[0]))
     return {
         "steps": total,
         "resumed_from_step": start or None,
@@ -122,6 +127,7 @@ def train(model, data: Dataset, opts, *, accelerator, work_dir: Path, progress: 
         "train_s": round(train_s, 3),
         "train_tokens_per_s": round(new_tokens / train_s, 2) if train_s > 0 else None,
         "world_size": world,
+        "ranks_in_sync": in_sync,
         "global_batch_size": opts.batch_size * opts.grad_accum * world,
     }
 

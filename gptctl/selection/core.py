@@ -22,23 +22,25 @@ from gptctl.catalog.loader import Catalog, load_catalogs
 from gptctl.catalog.schema import ModelEntry, did_you_mean
 from gptctl.catalog.units import format_context, format_params
 from gptctl.errors import BadInput, NothingMatched
-from gptctl.selection.scoring import LICENSE_OPENNESS, Scored, Scorer, ScoringConfig, rank_key
+from gptctl.selection.scoring import Scored, Scorer, ScoringConfig, rank_key
 
 # ------------------------------------------------------------------------------------------ constraints
 
-Check = Callable[[ModelEntry], "str | None"]
-
-
 @dataclass
 class Constraint:
-    """One hard constraint. `check` returns None when a model passes, else why it fails
-    (a phrase that reads after the model id: "has 1.5B params > 1B")."""
+    """One hard constraint. `ok` is the fast test; `why` says why a model fails (a phrase that
+    reads after the model id: "has 1.5B params > 1B"), computed only when it is shown."""
 
     key: str
     label: str
-    check: Check
+    ok: Callable[[ModelEntry], bool]
+    why: Callable[[ModelEntry], str]
     passes: Callable[[ModelEntry], "str | None"] = lambda e: None  # "medical": for near-miss sentences
     distance: Callable[[ModelEntry], float] = lambda e: 1.0  # how far from passing (for near misses)
+
+    def check(self, e: ModelEntry) -> str | None:
+        """None when `e` passes, else the reason it fails."""
+        return None if self.ok(e) else self.why(e)
 
 
 def _one_of(values: Sequence[str]) -> str:
@@ -51,78 +53,76 @@ def build_constraints(options: Any) -> list[Constraint]:
     o = options
     if o.task:
         t = o.task
-        cs.append(Constraint("task", f"task {t}", lambda e: None if t in e.tasks else f"does not do {t} (tasks: {', '.join(e.tasks)})"))
+        cs.append(Constraint("task", f"task {t}", lambda e: t in e.tasks, lambda e: f"does not do {t} (tasks: {', '.join(e.tasks)})"))
     if o.domain:
         want = list(o.domain)
-        wset = set(want)
+        wset = frozenset(want)
         cs.append(Constraint(
             "domain", f"domain {' or '.join(want)}",
-            lambda e: None if wset.intersection(e.domains) else f"is not {' or '.join(want)} (domains: {', '.join(e.domains)})",
+            lambda e: not wset.isdisjoint(e.domains),
+            lambda e: f"is not {' or '.join(want)} (domains: {', '.join(e.domains)})",
             passes=lambda e: "/".join(d for d in want if d in e.domains) or None,
         ))
     if o.language:
         lang = o.language
         cs.append(Constraint(
-            "language", f"language {lang}",
-            lambda e: None if lang in e.languages else (f"does not list language {lang} (languages: {', '.join(e.languages)})" if e.languages else "lists no languages"),
+            "language", f"language {lang}", lambda e: lang in e.languages,
+            lambda e: f"does not list language {lang} (languages: {', '.join(e.languages)})" if e.languages else "lists no languages",
         ))
     if o.license:
         allowed = list(o.license)
-        aset = set(allowed)
+        aset = frozenset(allowed)
         cs.append(Constraint(
-            "license", f"license {_one_of(allowed)}",
-            lambda e: None if e.license in aset else (f"has license {e.license}, not {_one_of(allowed)}" if e.license else "has no known license"),
+            "license", f"license {_one_of(allowed)}", lambda e: e.license in aset,
+            lambda e: f"has license {e.license}, not {_one_of(allowed)}" if e.license else "has no known license",
             passes=lambda e: f"{e.license}-licensed" if e.license else None,
         ))
     if o.instruct is not None:
         want_i = o.instruct
 
-        def check_instruct(e: ModelEntry) -> str | None:
+        def why_instruct(e: ModelEntry) -> str:
             if e.instruct is None:
                 return "does not say whether it is instruction-tuned"
-            if e.instruct == want_i:
-                return None
             return "is a base model (not instruction-tuned)" if want_i else "is instruction-tuned (not a base model)"
 
-        cs.append(Constraint("instruct", "instruction-tuned" if want_i else "base model", check_instruct,
-                             passes=lambda e: ("instruction-tuned" if want_i else "a base model") if e.instruct == want_i else None))
+        cs.append(Constraint("instruct", "instruction-tuned" if want_i else "base model", lambda e: e.instruct is want_i, why_instruct,
+                             passes=lambda e: ("instruction-tuned" if want_i else "a base model") if e.instruct is want_i else None))
     if o.architecture:
         archs = [normalise_architecture(a) for a in o.architecture]
-        aset2 = set(archs)
+        aset2 = frozenset(archs)
         cs.append(Constraint(
             "architecture", f"architecture {_one_of(archs)}",
-            lambda e: None if e.architecture and normalise_architecture(e.architecture) in aset2 else (
-                f"has architecture {e.architecture}, not {_one_of(archs)}" if e.architecture else "has no known architecture"),
+            lambda e: e.architecture is not None and normalise_architecture(e.architecture) in aset2,
+            lambda e: f"has architecture {e.architecture}, not {_one_of(archs)}" if e.architecture else "has no known architecture",
         ))
     if o.exportable:
         cs.append(Constraint(
-            "exportable", "ONNX-exportable architecture",
-            lambda e: None if is_exportable(e.architecture) else (
-                f"has architecture {e.architecture}, which the ONNX exporter does not support" if e.architecture
-                else "has no known architecture, so ONNX export support is unknown"),
+            "exportable", "ONNX-exportable architecture", lambda e: is_exportable(e.architecture),
+            lambda e: (f"has architecture {e.architecture}, which the ONNX exporter does not support" if e.architecture
+                       else "has no known architecture, so ONNX export support is unknown"),
             passes=lambda e: "ONNX-exportable" if is_exportable(e.architecture) else None,
         ))
     if o.max_params is not None:
         mx = o.max_params
         cs.append(Constraint(
-            "max_params", f"params <= {format_params(mx)}",
-            lambda e: None if e.params <= mx else f"has {format_params(e.params)} params > {format_params(mx)}",
+            "max_params", f"params <= {format_params(mx)}", lambda e: e.params <= mx,
+            lambda e: f"has {format_params(e.params)} params > {format_params(mx)}",
             distance=lambda e: max(0.0, math.log10(e.params / mx)),
         ))
     if o.min_params is not None:
         mn = o.min_params
         cs.append(Constraint(
-            "min_params", f"params >= {format_params(mn)}",
-            lambda e: None if e.params >= mn else f"has {format_params(e.params)} params < {format_params(mn)}",
+            "min_params", f"params >= {format_params(mn)}", lambda e: e.params >= mn,
+            lambda e: f"has {format_params(e.params)} params < {format_params(mn)}",
             distance=lambda e: max(0.0, math.log10(mn / e.params)),
         ))
     if o.min_context is not None:
         mc = o.min_context
         cs.append(Constraint(
             "min_context", f"context >= {format_context(mc)}",
-            lambda e: None if e.context_length is not None and e.context_length >= mc else (
-                f"has context {format_context(e.context_length)} < {format_context(mc)} tokens" if e.context_length is not None
-                else "has no known context length"),
+            lambda e: e.context_length is not None and e.context_length >= mc,
+            lambda e: (f"has context {format_context(e.context_length)} < {format_context(mc)} tokens" if e.context_length is not None
+                       else "has no known context length"),
             distance=lambda e: 1.0 if e.context_length is None else max(0.0, math.log2(mc / e.context_length) / 8),
         ))
     from gptctl.selection.options import parse_metric_floor
@@ -142,33 +142,41 @@ _NEGATED = {">=": "<", ">": "<=", "<=": ">", "<": ">="}
 def _metric_constraint(name: str, op: str, value: float) -> Constraint:
     test = _OPS[op]
 
-    def check(e: ModelEntry) -> str | None:
+    def ok(e: ModelEntry) -> bool:
         v = e.metrics.get(name)
-        if v is None:
-            return f"has no {name} score"
-        return None if test(v, value) else f"has {name} {v:g} {_NEGATED[op]} {value:g}"
+        return v is not None and test(v, value)
+
+    def why(e: ModelEntry) -> str:
+        v = e.metrics.get(name)
+        return f"has no {name} score" if v is None else f"has {name} {v:g} {_NEGATED[op]} {value:g}"
 
     def distance(e: ModelEntry) -> float:
         v = e.metrics.get(name)
         return 1.0 if v is None else abs(v - value) / 20.0
 
-    return Constraint(f"metric:{name}{op}{value:g}", f"{name} {op} {value:g}", check, distance=distance)
+    return Constraint(f"metric:{name}{op}{value:g}", f"{name} {op} {value:g}", ok, why, distance=distance)
 
 
-def _check_values(options: Any, catalog: Catalog) -> None:
-    """A value no catalog entry has, but close to one that exists, is most likely a typo: say so."""
+def value_warnings(options: Any, catalog: Catalog) -> list[str]:
+    """Values that no catalog entry has. Not an error (a valid value may simply be absent), but
+    a close match suggests a typo that silently removes models, so it is reported."""
     entries = catalog.entries
-    for key, values, known in (
-        ("--license", options.license, {e.license for e in entries if e.license} | set(LICENSE_OPENNESS)),
-        ("--architecture", [normalise_architecture(a) for a in options.architecture],
-         {normalise_architecture(e.architecture) for e in entries if e.architecture}),
-        ("--language", [options.language] if options.language else [], {lang for e in entries for lang in e.languages}),
-    ):
+    checks = (
+        ("license", options.license, lambda: {e.license for e in entries if e.license}),
+        ("architecture", [normalise_architecture(a) for a in options.architecture],
+         lambda: {normalise_architecture(e.architecture) for e in entries if e.architecture}),
+        ("language", [options.language] if options.language else [], lambda: {lang for e in entries for lang in e.languages}),
+        ("task", [options.task] if options.task else [], lambda: {t for e in entries for t in e.tasks}),
+    )
+    out = []
+    for key, values, known_values in checks:
+        if not values:
+            continue
+        known = known_values()
         for v in values:
             if v not in known:
-                dym = did_you_mean(v, sorted(known))
-                if dym:
-                    raise BadInput(f"no model in the catalog has {key[2:]} {v!r}{dym}", f"check the value of {key}")
+                out.append(f"no model in the catalog has {key} {v!r}{did_you_mean(v, sorted(known))}")
+    return out
 
 
 # ------------------------------------------------------------------------------------------ results
@@ -203,12 +211,29 @@ class RankedModel:
         return d
 
 
-@dataclass
 class Exclusion:
-    id: str
-    constraint: str  # the key of the first constraint it failed
-    label: str
-    reason: str
+    """An excluded model and the first constraint it failed (the reason is worded on demand)."""
+
+    __slots__ = ("entry", "_constraint")
+
+    def __init__(self, entry: ModelEntry, constraint: Constraint):
+        self.entry, self._constraint = entry, constraint
+
+    @property
+    def id(self) -> str:
+        return self.entry.id
+
+    @property
+    def constraint(self) -> str:
+        return self._constraint.key
+
+    @property
+    def label(self) -> str:
+        return self._constraint.label
+
+    @property
+    def reason(self) -> str:
+        return self._constraint.why(self.entry)
 
     def to_dict(self) -> dict[str, str]:
         return {"id": self.id, "constraint": self.constraint, "label": self.label, "reason": self.reason}
@@ -226,18 +251,25 @@ class SelectionResult:
     total: int
     constraints: dict[str, Any]
     funnel: list[dict[str, Any]]
-    exclusions: list[Exclusion]
+    failing: list[tuple[ModelEntry, list[int]]]  # excluded entries with the indexes of every constraint they fail
+    constraint_list: list[Constraint]
     nearest_misses: list[dict[str, Any]]
     scoring: dict[str, Any]
     catalog: Catalog
     explain: bool = False
     top: int | None = None
     options: Any = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def excluded(self) -> int:
         return self.total - self.matched
+
+    @property
+    def exclusions(self) -> list[Exclusion]:
+        """Every excluded model with the first constraint it failed, in catalog order."""
+        cs = self.constraint_list
+        return [Exclusion(e, cs[fails[0]]) for e, fails in self.failing]
 
     @property
     def best(self) -> RankedModel | None:
@@ -255,6 +287,7 @@ class SelectionResult:
             "funnel": self.funnel,
             "scoring": self.scoring,
             "catalog": self.catalog.info(),
+            "warnings": self.warnings,
         }
         if self.explain:
             d["excluded_models"] = [x.to_dict() for x in self.exclusions]
@@ -269,7 +302,7 @@ class SelectionResult:
         """Raise NothingMatched (exit 1) explaining which constraints removed how many models."""
         if self.matched:
             return self
-        details = self.funnel_lines()
+        details = self.funnel_lines() + [f"note: {w}" for w in self.warnings]
         if self.nearest_misses:
             details.append("nearest misses:")
             details += [f"  {m['sentence']}" for m in self.nearest_misses]
@@ -304,27 +337,21 @@ def select_models(options: Any, catalogs: Catalog | Sequence[str | os.PathLike] 
         catalog = load_catalogs(list(catalogs) if catalogs is not None else (options.catalog or None))
     config = ScoringConfig.build(catalog.scoring, options.weight)
     constraints = build_constraints(options)
-    _check_values(options, catalog)
+    warnings = value_warnings(options, catalog)
 
     entries = catalog.entries
     n_c = len(constraints)
     removed = [0] * n_c
     alone = [0] * n_c
     passed: list[ModelEntry] = []
-    exclusions: list[Exclusion] = []
-    failing: list[tuple[ModelEntry, list[tuple[int, str]]]] = []
+    failing: list[tuple[ModelEntry, list[int]]] = []
+    tests = [(i, c.ok) for i, c in enumerate(constraints)]
     for e in entries:
-        fails = []
-        for i, c in enumerate(constraints):
-            reason = c.check(e)
-            if reason is not None:
-                fails.append((i, reason))
-                alone[i] += 1
+        fails = [i for i, ok in tests if not ok(e)]
         if fails:
-            i, reason = fails[0]
-            removed[i] += 1
-            c = constraints[i]
-            exclusions.append(Exclusion(e.id, c.key, c.label, reason))
+            for i in fails:
+                alone[i] += 1
+            removed[fails[0]] += 1
             failing.append((e, fails))
         else:
             passed.append(e)
@@ -349,8 +376,8 @@ def select_models(options: Any, catalogs: Catalog | Sequence[str | os.PathLike] 
                "quality_metrics": sorted(scorer.relevant)}
     return SelectionResult(
         models=ranking, matched=len(passed), total=len(entries), constraints=options.constraints_dict(),
-        funnel=funnel, exclusions=exclusions, nearest_misses=misses, scoring=scoring, catalog=catalog,
-        explain=options.explain, top=options.top, options=options,
+        funnel=funnel, failing=failing, constraint_list=constraints, nearest_misses=misses, scoring=scoring, catalog=catalog,
+        explain=options.explain, top=options.top, options=options, warnings=warnings,
     )
 
 
@@ -360,19 +387,17 @@ def _nearest_misses(failing, constraints: list[Constraint], scorer: Scorer, limi
     fewest = min(len(f) for _, f in failing)
     close = []
     for e, fails in failing:
-        if len(fails) != fewest:
-            continue
-        dist = sum(constraints[i].distance(e) for i, _ in fails)
-        close.append((round(dist, 9), e, fails))
+        if len(fails) == fewest:
+            close.append((round(sum(constraints[i].distance(e) for i in fails), 9), e, fails))
     close.sort(key=lambda t: (t[0], rank_key(t[1], scorer.score(t[1]).score)))
     out = []
-    for dist, e, fails in close[:limit]:
-        failed_idx = {i for i, _ in fails}
-        passes = [p for i, c in enumerate(constraints) if i not in failed_idx for p in [c.passes(e)] if p]
-        reasons = " and ".join(r for _, r in fails)
-        sentence = f"{e.id} is {', '.join(passes)} but {reasons}" if passes else f"{e.id} {reasons}"
-        out.append({"id": e.id, "failed": [constraints[i].key for i, _ in fails], "reasons": [r for _, r in fails],
-                    "sentence": sentence})
+    for _, e, fails in close[:limit]:
+        failed = set(fails)
+        passes = [p for i, c in enumerate(constraints) if i not in failed for p in [c.passes(e)] if p]
+        reasons = [constraints[i].why(e) for i in fails]
+        joined = " and ".join(reasons)
+        sentence = f"{e.id} is {', '.join(passes)} but {joined}" if passes else f"{e.id} {joined}"
+        out.append({"id": e.id, "failed": [constraints[i].key for i in fails], "reasons": reasons, "sentence": sentence})
     return out
 
 

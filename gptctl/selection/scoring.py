@@ -97,21 +97,31 @@ _LOG_SIZE_BEST, _LOG_SIZE_SPAN = math.log10(SIZE_BEST), math.log10(SIZE_WORST) -
 _LOG_CTX_WORST, _LOG_CTX_SPAN = math.log2(CONTEXT_WORST), math.log2(CONTEXT_BEST) - math.log2(CONTEXT_WORST)
 
 
+def _size(params: int) -> float:
+    return min(1.0, max(0.0, 1.0 - (math.log10(params) - _LOG_SIZE_BEST) / _LOG_SIZE_SPAN))
+
+
+def _context(tokens: int) -> float:
+    return min(1.0, max(0.0, (math.log2(tokens) - _LOG_CTX_WORST) / _LOG_CTX_SPAN))
+
+
+def _recency(month: int, newest_month: int | None) -> float:
+    return min(1.0, max(0.0, 1.0 - (newest_month - month) / RECENCY_WINDOW_MONTHS)) if newest_month is not None else 0.5
+
+
 def size_of(entry: ModelEntry) -> float:
-    return min(1.0, max(0.0, 1.0 - (math.log10(entry.params) - _LOG_SIZE_BEST) / _LOG_SIZE_SPAN))
+    return _size(entry.params)
 
 
 def context_of(entry: ModelEntry) -> float | None:
-    if entry.context_length is None:
-        return None
-    return min(1.0, max(0.0, (math.log2(entry.context_length) - _LOG_CTX_WORST) / _LOG_CTX_SPAN))
+    return None if entry.context_length is None else _context(entry.context_length)
 
 
 def recency_of(entry: ModelEntry, newest_month: int | None) -> float | None:
     m = entry.release_month()
     if m is None or newest_month is None:
         return None
-    return min(1.0, max(0.0, 1.0 - (newest_month - m) / RECENCY_WINDOW_MONTHS))
+    return _recency(m, newest_month)
 
 
 def license_of(entry: ModelEntry, table: Mapping[str, float]) -> float | None:
@@ -170,21 +180,36 @@ class Scorer:
         entries = list(entries)
         months = [m for m in (e.release_month() for e in entries) if m is not None]
         self.newest_month = max(months) if months else None
-        self.fallback: dict[str, float | None] = {}
-        known: dict[str, list[float]] = {c: [] for c in CRITERIA}
-        for e in entries:
-            for c, v in self._raw(e).items():
-                if v is not None:
-                    known[c].append(v)
         q = {"lower-quartile": 0.25, "median": 0.5}.get(config.missing)
+        # Nearest-rank quantiles commute with non-decreasing maps, so quantiles are taken over the
+        # raw values (context length, release month) and transformed once: one cheap pass.
+        table = config.license_openness
+        raw_known: dict[str, list[float]] = {
+            "quality": [v for v in (quality_of(e, self.relevant) for e in entries if e.metrics) if v is not None],
+            "size": [],  # params is a required field: size is never missing
+            "context": [e.context_length for e in entries if e.context_length is not None],
+            "recency": months,
+            "license": [v for v in (table.get(e.license) for e in entries if e.license) if v is not None],
+        }
+        transform = {
+            "quality": lambda v: v,
+            "size": lambda v: v,
+            "context": lambda c: _context(c),
+            "recency": lambda m: _recency(m, self.newest_month),
+            "license": lambda v: v,
+        }
+        self.fallback: dict[str, float | None] = {}
         for c in CRITERIA:
-            vals = sorted(known[c])
-            if not vals:
+            vals = raw_known[c]
+            if c == "size":
+                self.fallback[c] = None  # never needed
+            elif not vals:
                 self.fallback[c] = 0.5  # nobody has the data: the same value for all, so no effect on order
             elif q is None:
                 self.fallback[c] = None  # "ignore": renormalise per model
             else:
-                self.fallback[c] = _nearest_rank(vals, q)
+                vals.sort()
+                self.fallback[c] = transform[c](_nearest_rank(vals, q))
 
     def _raw(self, e: ModelEntry) -> dict[str, float | None]:
         return {

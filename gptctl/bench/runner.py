@@ -1,0 +1,122 @@
+"""Run every requested backend on an artifact, each in its own worker process, and compare them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from gptctl.errors import CheckFailed
+from gptctl.progress import NULL_PROGRESS, Progress
+
+WORKER_TIMEOUT_S = 3600
+
+
+def resolve_providers(requested: list[str] | None, required: list[str]) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """Which providers to measure, and the probe result of each one considered.
+
+    `requested=None` means every provider ONNX Runtime lists; those that do not really initialise are kept
+    in the result as `available: false` with the reason, and are not measured.
+    """
+    from gptctl.bench.providers import probe_providers
+
+    names = list(dict.fromkeys((requested or []) + list(required))) if requested is not None else None
+    probes = probe_providers(names)
+    if requested is None:
+        for name in required:
+            if name not in probes:
+                probes.update(probe_providers([name]))
+    order = [n for n in ("cpu", "cuda", "tensorrt") if n in probes]
+    return order, probes
+
+
+def check_required(probes: dict[str, dict[str, Any]], required: list[str]) -> None:
+    missing = [n for n in required if not probes.get(n, {}).get("available")]
+    if missing:
+        details = [f"{n}: {probes.get(n, {}).get('reason') or 'not measured'}" for n in missing]
+        raise CheckFailed(f"required execution provider{'s' if len(missing) > 1 else ''} not active: {', '.join(missing)}",
+                          "run on a machine where it initialises (GPU, drivers, CUDA/cuDNN/TensorRT libraries), or drop --require-provider",
+                          details=details)
+
+
+def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one backend in a fresh interpreter; return its result (errors become available: false)."""
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    if spec.get("threads"):
+        env["OMP_NUM_THREADS"] = str(spec["threads"])
+    try:
+        proc = subprocess.run([sys.executable, "-m", "gptctl.bench.worker"], input=json.dumps(spec), text=True,
+                              capture_output=True, env=env, timeout=WORKER_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return {"available": False, "reason": f"benchmark worker timed out after {WORKER_TIMEOUT_S} s"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("GPTCTL-RESULT "):
+            return json.loads(line[len("GPTCTL-RESULT "):])
+    tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+    return {"available": False, "reason": f"benchmark worker exited with code {proc.returncode}: {tail}"[:800]}
+
+
+def run_benchmark(artifact: Path, settings: Any, *, source_spec: str | None, vocab_size: int, baseline: bool = True,
+                  progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
+    """The `benchmark` object: one entry per provider (plus `pytorch`), with ratios vs PyTorch.
+
+    Raises:
+        CheckFailed: a provider in `settings.require_provider` is not active.
+    """
+    order, probes = resolve_providers(settings.provider, settings.require_provider)
+    check_required(probes, settings.require_provider)
+    common = {"artifact": str(artifact), "threads": settings.threads, "prompt_lengths": list(settings.prompt_lengths),
+              "batch_sizes": list(settings.batch_sizes), "iterations": settings.iterations, "warmup": settings.warmup,
+              "decode_tokens": settings.decode_tokens, "vocab_size": int(vocab_size), "seed": 0,
+              "trust_remote_code": settings.trust_remote_code}
+    bench: dict[str, Any] = {}
+    for name in order:
+        probe = probes[name]
+        if not probe["available"]:
+            bench[name] = {k: probe[k] for k in ("provider", "ort_provider", "available", "reason", "active_providers")}
+            continue
+        progress.info(f"benchmarking onnxruntime {name}")
+        result = run_worker({**common, "backend": name})
+        result.setdefault("provider", name)
+        bench[name] = result
+    if baseline:
+        if source_spec:
+            progress.info("benchmarking the PyTorch eager baseline")
+            pt = run_worker({**common, "backend": "pytorch", "source": source_spec})
+            pt.setdefault("provider", "pytorch")
+        else:
+            pt = {"provider": "pytorch", "available": False, "reason": "the artifact's manifest does not name a loadable input model"}
+        bench["pytorch"] = pt
+        add_ratios(bench)
+    check_required(bench, settings.require_provider)
+    return bench
+
+
+def add_ratios(bench: dict[str, Any]) -> None:
+    """Speed-ups vs the PyTorch baseline of the same run (>1 = faster than PyTorch)."""
+    pt = bench.get("pytorch") or {}
+    if not pt.get("available"):
+        return
+    for name, entry in bench.items():
+        if name == "pytorch" or not entry.get("available"):
+            continue
+        if entry.get("decode_tokens_per_s") and pt.get("decode_tokens_per_s"):
+            entry["decode_speedup_vs_pytorch"] = round(entry["decode_tokens_per_s"] / pt["decode_tokens_per_s"], 3)
+        cells = {}
+        for key, cell in (entry.get("prefill_ms") or {}).items():
+            ref = (pt.get("prefill_ms") or {}).get(key)
+            if isinstance(cell, dict) and isinstance(ref, dict) and cell.get("p50"):
+                cells[key] = round(ref["p50"] / cell["p50"], 3)
+        if cells:
+            entry["prefill_speedup_vs_pytorch"] = cells
+        if entry.get("size_mb") and pt.get("size_mb"):
+            entry["size_ratio_vs_pytorch"] = round(entry["size_mb"] / pt["size_mb"], 3)
+        if entry.get("peak_rss_mb") and pt.get("peak_rss_mb"):
+            entry["peak_rss_ratio_vs_pytorch"] = round(entry["peak_rss_mb"] / pt["peak_rss_mb"], 3)

@@ -1,0 +1,261 @@
+"""The one flow every optimize method runs through.
+
+check options, model reference, output directory and data (before anything heavy) -> load ->
+perplexity before -> the method's `apply` -> perplexity after -> the method's `save` + tokenizer
++ manifest into a working directory that is renamed onto `--output` only when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gptctl.errors import BadInput
+from gptctl.manifest import MANIFEST_NAME, Manifest, dir_size, sha256_file, sha256_path
+from gptctl.model_source import ModelSource, resolve_model
+from gptctl.options import parse_options
+from gptctl.optimize.registry import method_module, options_class
+from gptctl.outputs import atomic_output_dir, check_output_dir
+from gptctl.progress import NULL_PROGRESS, Progress
+
+# Options that do not change what training computes: a checkpoint made with other values resumes.
+_NOT_IN_FINGERPRINT = {"output", "overwrite", "resume", "checkpoint_every", "merge", "eval_data", "trust_remote_code"}
+
+
+@dataclass
+class Job:
+    """What a method's `apply`/`save` work on."""
+
+    method: str
+    options: Any
+    source: ModelSource
+    model: Any
+    tokenizer: Any
+    train_data: Any  # data.Dataset or None
+    accelerator: Any
+    work_dir: Path
+    progress: Progress
+    pad_id: int
+    base_spec: str
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+
+    def set_adapter_base(self, directory: Path) -> None:
+        """Point adapter_config.json at the input model in a form `resolve_model` reads (pkg:, Hub id, path)."""
+        path = Path(directory) / "adapter_config.json"
+        cfg = json.loads(path.read_text())
+        cfg["base_model_name_or_path"] = self.base_spec
+        path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
+def run_method(method: str, options: Any, progress: Progress | None = None) -> dict[str, Any]:
+    t_start = time.perf_counter()
+    progress = progress or NULL_PROGRESS
+    impl = method_module(method)
+    cls = options_class(method)
+    opts = options if isinstance(options, cls) else parse_options(cls, dict(options), what=f"{method} options")
+
+    # Everything that can be checked without loading a model, first.
+    source = resolve_model(opts.model, trust_remote_code=opts.trust_remote_code)
+    _check_source(source, method)
+    resume = bool(getattr(opts, "resume", False))
+    target = check_output_dir(opts.output, overwrite=opts.overwrite, resume=resume)
+    train_records, eval_records = _read_data(opts)
+
+    import torch
+
+    accelerator = _accelerator(opts.precision)
+    main = accelerator.is_main_process
+    progress = progress if main else NULL_PROGRESS
+    work = _work_dir(target, stable=impl.TRAINS, resume=resume, main=main)
+    accelerator.wait_for_everyone()
+
+    from gptctl.model_source import load_causal_lm, load_tokenizer
+    from gptctl.optimize.data import tokenize
+
+    progress.info(f"loading tokenizer of {source.display}")
+    tokenizer = load_tokenizer(source)
+    pad_id = tokenizer.pad_token_id
+    train_data = eval_data = None
+    if train_records:
+        train_data = tokenize(train_records, tokenizer, max_length=opts.max_length, packing=opts.packing, path=opts.data)
+        if train_data.skipped_too_long:
+            progress.info(f"skipped {train_data.skipped_too_long} of {train_data.records} samples longer than "
+                          f"--max-length {opts.max_length} (pass --packing to keep them)")
+    if eval_records:
+        eval_data = tokenize(eval_records, tokenizer, max_length=opts.max_length, packing=False,
+                             path=opts.eval_data or f"{opts.data} (--eval-split {opts.eval_split})", for_eval=True)
+    elif main:
+        progress.info("no evaluation data: perplexity is not measured (pass --eval-data or --eval-split)")
+
+    inputs = _inputs(opts, source, train_data, eval_data)
+    dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
+    progress.info(f"loading model {source.display}")
+    t_load = time.perf_counter()
+    model = load_causal_lm(source, dtype=dtype, merge_adapter=True)
+    model.to(accelerator.device)
+    load_s = time.perf_counter() - t_load
+    if getattr(model.config, "use_cache", None) and impl.TRAINS:
+        model.config.use_cache = False
+    total_params = sum(p.numel() for p in model.parameters())
+
+    metrics: dict[str, Any] = {}
+    from gptctl.optimize.evaluate import perplexity
+
+    def measure(m, label):
+        if eval_data is None:
+            return None
+        return perplexity(m, eval_data, batch_size=opts.batch_size, pad_id=pad_id, autocast=accelerator.autocast,
+                          dist=accelerator, progress=progress, label=label)
+
+    before = measure(model, "perplexity before")
+    fingerprint = {k: v for k, v in opts.model_dump(mode="json").items() if k not in _NOT_IN_FINGERPRINT}
+    fingerprint.update(model_sha256=inputs["model"]["sha256"], data_sha256=inputs.get("data", {}).get("sha256"))
+    job = Job(method, opts, source, model, tokenizer, train_data, accelerator, work, progress, pad_id,
+              inputs["model"]["spec"], fingerprint)
+    torch.manual_seed(opts.seed)  # adapter initialisation: the same on every process and every resume
+    metrics.update(impl.apply(job))
+    after = measure(job.model, "perplexity after")
+    trainable = sum(p.numel() for p in job.model.parameters() if p.requires_grad) if impl.TRAINS else 0
+
+    head = {"ppl_before": None, "ppl_after": None, "ppl_change_pct": None, "eval_tokens": None}
+    if before and after:
+        head = {"ppl_before": round(before["ppl"], 4), "ppl_after": round(after["ppl"], 4),
+                "ppl_change_pct": round(100 * (after["ppl"] - before["ppl"]) / before["ppl"], 2),
+                "eval_tokens": before["tokens"]}
+    head.update(trainable_params=trainable, total_params=total_params, trainable_pct=round(100 * trainable / total_params, 4))
+    for key in ("loss_first", "loss_last", "train_tokens_per_s"):
+        head.setdefault(key, metrics.pop(key, None))
+    metrics = {**head, **metrics, "load_s": round(load_s, 3)}
+
+    manifest: dict[str, Any] = {}
+    accelerator.wait_for_everyone()
+    if main:
+        with atomic_output_dir(target, work_dir=work if impl.TRAINS else None) as out:
+            shutil.rmtree(out / "checkpoints", ignore_errors=True)
+            progress.info(f"saving to {target}")
+            outputs = impl.save(job, out)
+            tokenizer.save_pretrained(out)
+            metrics["wall_s"] = round(time.perf_counter() - t_start, 3)
+            manifest = _write_manifest(method, opts, inputs, outputs, metrics, source, out)
+    accelerator.wait_for_everyone()
+    if not main:
+        metrics["wall_s"] = round(time.perf_counter() - t_start, 3)
+        manifest = {"step": "optimize", "method": method, "metrics": metrics}
+    return manifest
+
+
+def _check_source(source: ModelSource, method: str) -> None:
+    if source.kind == "prompt-adapter":
+        raise BadInput(f"{source.display} is a prompt-tuning adapter; it cannot be optimized further",
+                       "pass its base model instead")
+    if source.kind == "lora-adapter" and method != "prune":
+        raise BadInput(f"{source.display} is a LoRA adapter; {method} trains on a full model",
+                       "run the LoRA step with --merge and pass OUTPUT/merged, or pass the base model")
+
+
+def _read_data(opts) -> tuple[list, list]:
+    from gptctl.optimize.data import read_records, split_records
+
+    train = read_records(opts.data, "--data") if opts.data else []
+    held = read_records(opts.eval_data, "--eval-data") if opts.eval_data else []
+    if opts.eval_split is not None:
+        train, held = split_records(train, opts.eval_split, opts.seed, opts.data)
+    return train, held
+
+
+def _accelerator(precision: str):
+    import torch
+    from accelerate import Accelerator
+
+    cuda = torch.cuda.is_available()
+    if precision == "auto":
+        mp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "no"
+    elif precision == "fp16":
+        if not cuda:
+            raise BadInput("--precision fp16 needs a CUDA GPU, and none is available", "use --precision auto (fp32 on CPU)")
+        mp = "fp16"
+    elif precision == "bf16":
+        if cuda and not torch.cuda.is_bf16_supported():
+            raise BadInput("this GPU does not support bf16", "use --precision fp16 or auto")
+        if not cuda and not _cpu_bf16():
+            raise BadInput("this CPU has no bf16 instructions (AVX512-BF16 or AMX)", "use --precision auto (fp32 on CPU)")
+        mp = "bf16"
+    else:
+        mp = "no"
+    # Without a GPU, say so: only then does accelerate run several processes (torchrun, `accelerate
+    # launch --multi_gpu`) as one data-parallel CPU job over gloo instead of N independent runs.
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    return Accelerator(mixed_precision=mp, cpu=not (cuda or mps))
+
+
+def _cpu_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _work_dir(target: Path, *, stable: bool, resume: bool, main: bool) -> Path | None:
+    """Training keeps a stable working directory beside the target so a killed run can resume."""
+    if not stable:
+        return None
+    work = target.resolve().parent / f".{target.name}.work"
+    if main and work.exists() and not resume:
+        shutil.rmtree(work)
+    if main:
+        work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
+def portable_spec(source: ModelSource, spec: str) -> str:
+    """How the input model is named in the manifest: as given when it is pkg: or a Hub id, else an absolute path."""
+    if source.selection and str((source.selection.get("model") or {}).get("source_path", "")).startswith("pkg:"):
+        return source.selection["model"]["source_path"]
+    if spec.startswith("pkg:") or (source.hub_id and not source.selection):
+        return spec
+    if source.hub_id:
+        return source.hub_id
+    return str(source.content_path().resolve())
+
+
+def _inputs(opts, source: ModelSource, train_data, eval_data) -> dict[str, Any]:
+    model: dict[str, Any] = {"spec": portable_spec(source, opts.model), "kind": source.kind,
+                             "sha256": sha256_path(source.content_path())}
+    if source.is_adapter and source.base is not None:
+        model["base"] = {"spec": portable_spec(source.base, source.base.spec), "kind": source.base.kind,
+                         "sha256": sha256_path(source.base.content_path())}
+    inputs: dict[str, Any] = {"model": model}
+    if opts.data:
+        inputs["data"] = {"path": str(Path(opts.data).resolve()), "sha256": sha256_file(opts.data)}
+        if train_data is not None:
+            inputs["data"].update(train_data.summary())
+    if eval_data is not None:
+        where = opts.eval_data or opts.data
+        inputs["eval_data"] = {"path": str(Path(where).resolve()), "sha256": sha256_file(where),
+                               "split": opts.eval_split, **eval_data.summary()}
+    return inputs
+
+
+def _write_manifest(method, opts, inputs, outputs, metrics, source: ModelSource, out: Path) -> dict[str, Any]:
+    parent = source.manifest
+    if parent is None and source.selection and source.selection.get("step"):
+        parent = source.selection
+    for entry in outputs.values():
+        p = out / entry["path"]
+        entry.update(sha256=sha256_path(p), bytes=dir_size(p))
+    metrics["size_bytes"] = sum(f.stat().st_size for f in out.glob("*.safetensors"))  # the weights written
+    man = Manifest(step="optimize", method=method, options=opts.model_dump(mode="json"), inputs=inputs,
+                   outputs=outputs, metrics=metrics, parent=parent)
+    if "merged" in outputs:
+        # The merged model is a full model of its own: give it a manifest so later steps see its history.
+        Manifest(step="optimize", method=method, options=man.options, inputs=inputs,
+                 outputs={"model": dict(outputs["merged"], path=".")}, metrics=metrics, parent=parent,
+                 extra={"merged_from": ".."}).write(out / "merged")
+        outputs["adapter"].update(sha256=sha256_path(out), bytes=dir_size(out))
+    man.write(out)
+    return json.loads((out / MANIFEST_NAME).read_text())
