@@ -8,7 +8,7 @@ Targets from issue 2, on this machine:
 The generated catalogs are the bundled entries replicated with new ids and jittered params,
 release dates and metrics (seeded, so every run measures the same files). Each size is timed
 three ways: a YAML file parsed cold (GPTCTL_NO_CACHE=1), the same YAML file with the parse cache
-warm (the loader caches files >= 256 KiB by content hash), and the same catalog as JSON.
+warm (the loader caches files >= 256 KiB by content hash), and the same catalog as JSON (no cache).
 
     .venv/bin/python benchmarks/bench_cli.py [--runs 7] [--help-runs 15] [--sizes 1000,5000,10000]
 """
@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -38,15 +39,26 @@ def gptctl_cmd() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "gptctl"]
 
 
-def wall(cmd: list[str], env: dict[str, str], runs: int, expect_rc: tuple[int, ...] = (0,)) -> list[float]:
+CPU: dict[str, list[float]] = {}  # CPU seconds (user + sys) of each timed child, by label
+
+
+def wall(cmd: list[str], env: dict[str, str], runs: int, expect_rc: tuple[int, ...] = (0,), label: str = "") -> list[float]:
+    """Wall seconds of `runs` runs; the children's CPU seconds go to CPU[label] (less sensitive to a busy machine)."""
     times = []
     for _ in range(runs):
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         times.append(time.perf_counter() - t0)
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        CPU.setdefault(label, []).append((r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime))
         if proc.returncode not in expect_rc:
             sys.exit(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr}")
     return times
+
+
+def cpu(label: str) -> float:
+    return statistics.median(CPU[label])
 
 
 def generate(n: int, seed: int = 0) -> dict:
@@ -79,17 +91,20 @@ def main() -> None:
     env = {**os.environ, "GPTCTL_CACHE_DIR": str(work / "cache"), "COLUMNS": "120"}
     env.pop("GPTCTL_CATALOG", None)
     try:
-        print(f"gptctl: {' '.join(cmd)}   python {sys.version.split()[0]}   cpus {os.cpu_count()}")
+        print(f"gptctl: {' '.join(cmd)}   python {sys.version.split()[0]}   cpus {os.cpu_count()}   "
+              f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print("(wall = what the targets are about; cpu = user+sys of the command, which a busy machine inflates less)")
         wall(cmd + ["--help"], env, 2)  # warm the OS file cache and .pyc files
-        t = wall(cmd + ["--help"], env, args.help_runs)
+        t = wall(cmd + ["--help"], env, args.help_runs, label="help")
         med = statistics.median(t)
-        print(f"\ngptctl --help    median {med:.3f} s  (min {min(t):.3f}, max {max(t):.3f}, {len(t)} runs)  "
+        print(f"\ngptctl --help    median wall {med:.3f} s  (min {min(t):.3f}, max {max(t):.3f}, {len(t)} runs), cpu {cpu('help'):.3f} s  "
               f"target <= {HELP_TARGET_S} s: {'OK' if med <= HELP_TARGET_S else 'MISSED'}")
-        t = wall(cmd + SELECT_ARGS, env, max(3, args.runs // 2))
-        print(f"gptctl {' '.join(SELECT_ARGS)} (bundled 60-entry catalog): median {statistics.median(t):.3f} s")
+        t = wall(cmd + SELECT_ARGS, env, max(3, args.runs // 2), label="bundled")
+        print(f"gptctl {' '.join(SELECT_ARGS)} (bundled 60-entry catalog): median wall {statistics.median(t):.3f} s, cpu {cpu('bundled'):.3f} s")
 
         print(f"\nselect over generated catalogs: gptctl {' '.join(SELECT_ARGS)} --catalog FILE")
-        print(f"{'entries':>8} {'file MB':>8} {'yaml cold':>10} {'yaml warm':>10} {'json':>8}   (median wall seconds, {args.runs} runs)")
+        print(f"{'entries':>8} {'file MB':>8} {'yaml cold':>10} {'yaml warm':>10} {'json':>8}   "
+              f"{'cpu: cold':>10} {'warm':>6} {'json':>6}   (median seconds, {args.runs} runs)")
         rows = []
         import yaml
 
@@ -99,12 +114,13 @@ def main() -> None:
             ypath.write_text(yaml.dump(doc, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False))
             jpath.write_text(json.dumps(doc))
             cold_env = {**env, "GPTCTL_NO_CACHE": "1"}
-            cold = statistics.median(wall(cmd + SELECT_ARGS + ["--catalog", str(ypath)], cold_env, max(1, min(3, args.runs)), (0, 1)))
+            cold = statistics.median(wall(cmd + SELECT_ARGS + ["--catalog", str(ypath)], cold_env, max(1, min(3, args.runs)), (0, 1), f"cold{n}"))
             wall(cmd + SELECT_ARGS + ["--catalog", str(ypath)], env, 1, (0, 1))  # fills the cache
-            warm = statistics.median(wall(cmd + SELECT_ARGS + ["--catalog", str(ypath)], env, args.runs, (0, 1)))
-            js = statistics.median(wall(cmd + SELECT_ARGS + ["--catalog", str(jpath)], env, args.runs, (0, 1)))
+            warm = statistics.median(wall(cmd + SELECT_ARGS + ["--catalog", str(ypath)], env, args.runs, (0, 1), f"warm{n}"))
+            js = statistics.median(wall(cmd + SELECT_ARGS + ["--catalog", str(jpath)], cold_env, args.runs, (0, 1), f"json{n}"))
             rows.append((n, cold, warm, js))
-            print(f"{n:>8} {ypath.stat().st_size / 1e6:>8.1f} {cold:>10.3f} {warm:>10.3f} {js:>8.3f}")
+            print(f"{n:>8} {ypath.stat().st_size / 1e6:>8.1f} {cold:>10.3f} {warm:>10.3f} {js:>8.3f}   "
+                  f"{cpu(f'cold{n}'):>10.3f} {cpu(f'warm{n}'):>6.3f} {cpu(f'json{n}'):>6.3f}")
 
         if len(rows) >= 2:
             print("\nlinearity: seconds per 1,000 extra entries, between consecutive sizes")

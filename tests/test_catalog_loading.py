@@ -97,7 +97,7 @@ def test_large_files_are_cached_by_content_hash(tmp_path, monkeypatch):
     a = cat_file(tmp_path, "a.yaml", {"id": "x/a"}, {"id": "x/b", "params": "7b"})
     first = load_catalogs([str(a)])
     assert not first.files[0].cached
-    cached = list((tmp_path / "cache" / "catalog").glob("*.cache.json"))
+    cached = list((tmp_path / "cache" / "catalog").glob("*.cache"))
     assert len(cached) == 1 and first.files[0].sha256 in cached[0].name
     second = load_catalogs([str(a)])
     assert second.files[0].cached
@@ -108,8 +108,8 @@ def test_large_files_are_cached_by_content_hash(tmp_path, monkeypatch):
     third = load_catalogs([str(a)])
     assert not third.files[0].cached and third.get("x/b").params == 8_000_000_000
     # a corrupt cache entry is ignored
-    for c in (tmp_path / "cache" / "catalog").glob("*.cache.json"):
-        c.write_text("{not json")
+    for c in (tmp_path / "cache" / "catalog").glob("*.cache"):
+        c.write_bytes(b"\x00garbage")
     assert load_catalogs([str(a)]).get("x/b").params == 8_000_000_000
     # invalid files are never cached
     bad = tmp_path / "bad.yaml"

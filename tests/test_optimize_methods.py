@@ -16,6 +16,15 @@ from gptctl.optimize import METHODS, optimize, options_model
 from gptctl.optimize.targets import block_linears
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny models gain nothing from threads, and on a busy machine spinning threads cost 10x.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     d = tmp_path_factory.mktemp("corpus")

@@ -29,32 +29,35 @@ def captured_output() -> Iterator[dict[str, str]]:
     ONNX Runtime logs provider failures on fd 2 and its Python wrapper prints "EP Error" blocks on
     stdout, which would corrupt `--json` output; both are kept for the `reason` instead.
     """
+    import io
     import sys
 
     box = {"text": ""}
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
+    py_text = io.StringIO()
     try:
         saved = [os.dup(1), os.dup(2)]
-    except OSError:  # no usable fds: capture nothing
-        yield box
+    except OSError:  # no usable fds: capture Python-level output only
+        with contextlib.redirect_stdout(py_text), contextlib.redirect_stderr(py_text):
+            yield box
+        box["text"] = py_text.getvalue()
         return
     with tempfile.TemporaryFile(mode="w+b") as tmp:
         os.dup2(tmp.fileno(), 1)
         os.dup2(tmp.fileno(), 2)
         try:
-            yield box
+            # sys.stdout may not write to fd 1 (test runners, notebooks): redirect it as well.
+            with contextlib.redirect_stdout(py_text), contextlib.redirect_stderr(py_text):
+                yield box
         finally:
-            for stream in (sys.stdout, sys.stderr):
-                with contextlib.suppress(Exception):
-                    stream.flush()
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
             for fd in saved:
                 os.close(fd)
             tmp.seek(0)
-            box["text"] = tmp.read().decode(errors="replace")
+            box["text"] = tmp.read().decode(errors="replace") + py_text.getvalue()
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -9,10 +9,10 @@ extends it. Later files override earlier entries with the same id (in place) and
 Speed: files are parsed with libyaml (`yaml.CSafeLoader`) and checked by the hand-rolled schema
 in `gptctl.catalog.schema`. Line numbers are only needed for error messages, so only a file that
 has problems is parsed a second time with the line-tracking loader. A large file (>= 256 KiB)
-that checks clean is cached as JSON keyed by its SHA-256 (under $GPTCTL_CACHE_DIR, else
+that checks clean is cached (Python's marshal format) keyed by its SHA-256 (under $GPTCTL_CACHE_DIR, else
 $XDG_CACHE_HOME/gptctl, else ~/.cache/gptctl; GPTCTL_NO_CACHE=1 turns the cache off): libyaml
 needs ~4 s for a 10,000-entry file on a small machine, the cached form ~0.1 s. A `.json` catalog is
-parsed with the json module and needs no cache.
+parsed with the json module (~0.1 s for 10,000 entries, plus the schema check).
 """
 
 from __future__ import annotations
@@ -372,30 +372,45 @@ def _line_key(message: str, shown: str) -> int:
 
 # ------------------------------------------------------------------------------------------ cache
 
+_CACHE_TAG = "gptctl-catalog-cache"
+
+
 def _cache_file(sha: str) -> Path | None:
     if os.environ.get("GPTCTL_NO_CACHE"):
         return None
+    import sys
+
     from gptctl import __version__
 
     base = os.environ.get("GPTCTL_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "gptctl")
-    return Path(base) / "catalog" / f"{sha}-s{SCHEMA_VERSION}-v{__version__}.cache.json"
+    py = f"py{sys.version_info[0]}{sys.version_info[1]}"  # marshal's format may change between Python versions
+    return Path(base) / "catalog" / f"{sha}-s{SCHEMA_VERSION}-v{__version__}-{py}.cache"
 
 
 def _read_cache(cache_file: Path, origin: str) -> tuple[list[ModelEntry], dict] | None:
+    """The checked entries of a file seen before. marshal holds only plain data here (tuples,
+    strings, numbers, dicts) and is about twice as fast to load as JSON; anything unexpected is
+    ignored and the file is parsed again."""
+    import marshal
+
     try:
-        doc = json.loads(cache_file.read_text())
+        tag, rows, scoring = marshal.loads(cache_file.read_bytes())
+        if tag != _CACHE_TAG or not isinstance(rows, tuple) or not isinstance(scoring, dict):
+            return None
         from_row = ModelEntry.from_row
-        return [from_row(r, origin) for r in doc["rows"]], doc["scoring"]
-    except (OSError, ValueError, KeyError, TypeError):
+        return [from_row(r, origin) for r in rows], scoring
+    except (OSError, EOFError, ValueError, TypeError, IndexError, KeyError):
         return None  # absent or unreadable: parse the file instead
 
 
 def _write_cache(cache_file: Path, entries: list[ModelEntry], scoring: dict) -> None:
+    import marshal
+
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=cache_file.parent)
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"rows": [e.to_row() for e in entries], "scoring": scoring}, fh, separators=(",", ":"))
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(marshal.dumps((_CACHE_TAG, tuple(tuple(e.to_row()) for e in entries), scoring)))
         os.replace(tmp, cache_file)
-    except OSError:
+    except (OSError, ValueError):
         pass  # a read-only home is fine: the cache only saves time

@@ -131,6 +131,7 @@ def select_command(
 
 # ------------------------------------------------------------------------------------------ rendering
 
+TABLE_MAX_ROWS = 100  # without --top, a huge ranking is cut in the table (never in --json / --output)
 _PART_HEADERS = {"quality": "qual", "size": "size", "context": "ctx", "recency": "new", "license": "open"}
 
 
@@ -160,13 +161,16 @@ def render_selection(result: Any) -> None:
     table.add_column("score", justify="right", style="bold", no_wrap=True)
     for k in weights:
         table.add_column(_PART_HEADERS[k], justify="right", no_wrap=True)
-    for m in result.models:
+    rows = result.models if result.top else result.models[:TABLE_MAX_ROWS]
+    for m in rows:
         e = m.entry
         parts = m.scored.parts
         cells = [f"{parts[k]:.1f}{'*' if k in m.scored.imputed else ''}" if k in parts else "—*" for k in weights]
         table.add_row(str(m.rank), e.id, format_params(e.params), ",".join(e.domains), e.license or "?", f"{m.score:.1f}", *cells)
     if result.models:
         out.print(table)
+    if len(rows) < len(result.models):
+        out.print(f"… {len(result.models) - len(rows)} more below rank {len(rows)} (use --top N, or --json for all)", highlight=False)
     if result.explain and result.exclusions:
         ex = Table(title=f"{len(result.exclusions)} excluded (first constraint failed)", title_justify="left",
                    highlight=False, box=box.SIMPLE_HEAD, pad_edge=False)

@@ -232,7 +232,7 @@ def prompt_prefix_cache(peft_model: Any) -> list[tuple[Any, Any]]:
     import torch
 
     base = peft_model.get_base_model()
-    with torch.inference_mode():
+    with torch.no_grad():
         prompts = peft_model.get_prompt(batch_size=1)
         dtype = next(base.parameters()).dtype
         out = base(inputs_embeds=prompts.to(dtype), use_cache=True)

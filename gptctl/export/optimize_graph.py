@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-# transformers model_type -> ONNX Runtime optimizer model_type
-FUSIONS = {"gpt2": "gpt2", "gpt_neox": "gpt_neox", "phi": "phi", "qwen3": "qwen3"}
+# transformers model_type -> ONNX Runtime optimizer model_type. ORT's "qwen3" fusions (RMSNorm,
+# SkipRMSNorm, RotaryEmbedding) match the Llama-family graphs optimum exports; validation checks the result.
+FUSIONS = {"gpt2": "gpt2", "gpt_neox": "gpt_neox", "phi": "phi", "qwen3": "qwen3", "llama": "qwen3",
+           "mistral": "qwen3", "qwen2": "qwen3"}
 
 
 def optimize_transformer(proto: Any, config: Any) -> tuple[Any, dict[str, Any]]:

@@ -209,6 +209,10 @@ def _export_into(work: Path, opts: ExportOptions, source: Any, eval_text: str | 
         ox.save_onnx(ox.convert_fp16(proto), work / ox.MODEL_FILE)
         del proto
     if staged:
+        from gptctl.export.validate import compare_converted
+
+        validation["converted_vs_fp32"] = compare_converted(fp32_path, work / ox.MODEL_FILE, tokenizer, vocab_size=vocab,
+                                                            greedy_tokens=opts.greedy_tokens, threads=threads)
         shutil.rmtree(work / ".fp32", ignore_errors=True)
 
     progress.info("writing tokenizer and configs")

@@ -51,7 +51,7 @@ class TorchReference:
         from gptctl.export.onnx_export import cache_layers
 
         x = torch.from_numpy(ids)
-        with torch.inference_mode():
+        with torch.no_grad():
             if self.num_virtual:
                 out = self.model(input_ids=x, attention_mask=torch.ones_like(x), use_cache=True)
             else:
@@ -69,7 +69,7 @@ class TorchReference:
 
         x = torch.from_numpy(token)
         total = self.num_virtual + past_len + 1
-        with torch.inference_mode():
+        with torch.no_grad():
             kwargs: dict[str, Any] = {"attention_mask": torch.ones((x.shape[0], total), dtype=torch.long)}
             if not self.num_virtual:
                 kwargs["position_ids"] = torch.full_like(x, past_len)
@@ -81,14 +81,15 @@ class TorchReference:
         import torch
 
         x = torch.from_numpy(ids)
-        with torch.inference_mode():
-            return self.model(input_ids=x, attention_mask=torch.ones_like(x)).last_hidden_state.float().numpy()
+        pos = torch.arange(x.shape[1]).expand_as(x)
+        with torch.no_grad():
+            return self.model(input_ids=x, attention_mask=torch.ones_like(x), position_ids=pos).last_hidden_state.float().numpy()
 
     def greedy(self, ids: np.ndarray, n: int) -> np.ndarray:
         import torch
 
         x = torch.from_numpy(ids)
-        with torch.inference_mode():
+        with torch.no_grad():
             seq = self.model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=n, min_new_tokens=n,
                                       do_sample=False, num_beams=1, repetition_penalty=1.0, use_cache=True,
                                       pad_token_id=eos_ids(self.base)[0] if eos_ids(self.base) else 0)
@@ -175,7 +176,8 @@ def validate_encoder(onnx_path: Path, reference: TorchReference, tokenizer: Any,
         raise CheckFailed(f"ONNX Runtime cannot load the exported graph: {info['reason']}")
     ids = fixed_inputs(tokenizer, vocab_size)
     names = [i.name for i in session.get_inputs()]
-    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids),
+             "position_ids": np.broadcast_to(np.arange(ids.shape[1], dtype=np.int64), ids.shape).copy()}
     got = session.run(["last_hidden_state"], {k: v for k, v in feeds.items() if k in names})[0]
     d = _diff(got, reference.encode(ids))
     return {"passed": bool(d <= atol), "atol": atol, "max_abs_diff": d,
@@ -209,10 +211,30 @@ def check_lora_merge(peft_model: Any, ids: np.ndarray, atol: float) -> tuple[Any
     import torch
 
     x = torch.from_numpy(ids)
-    with torch.inference_mode():
+    with torch.no_grad():
         before = peft_model(input_ids=x, attention_mask=torch.ones_like(x)).logits.float().numpy()
         merged = peft_model.merge_and_unload()
         merged.eval()
         after = merged(input_ids=x, attention_mask=torch.ones_like(x)).logits.float().numpy()
     d = _diff(before, after)
     return merged, {"passed": bool(d <= atol), "atol": atol, "max_abs_diff": d, "compared": "logits (adapter vs merged)"}
+
+
+def compare_converted(reference_path: Path, converted_path: Path, tokenizer: Any, *, vocab_size: int, greedy_tokens: int,
+                      threads: int | None = None) -> dict[str, Any]:
+    """How far a quantized or fp16 graph moved from the validated fp32 graph (reported, not gated:
+    perplexity is the figure of merit for lossy conversions)."""
+    from gptctl.bench.ort import OrtCausalLM
+
+    ref, _ = OrtCausalLM.from_path(reference_path, "cpu", threads=threads)
+    new, _ = OrtCausalLM.from_path(converted_path, "cpu", threads=threads)
+    ids = fixed_inputs(tokenizer, vocab_size)
+    a, _ = ref.forward(ids)
+    b, _ = new.forward(ids)
+    top_ref = np.asarray(a["logits"]).argmax(-1)
+    top_new = np.asarray(b["logits"]).argmax(-1)
+    g_ref = ref.greedy(ids[:1], greedy_tokens)
+    g_new = new.greedy(ids[:1], greedy_tokens)
+    return {"logits_max_abs_diff": _diff(a["logits"], b["logits"]),
+            "top1_agreement": round(float((top_ref == top_new).mean()), 4),
+            "greedy_agreement": round(float((g_ref == g_new).mean()), 4), "greedy_tokens": int(greedy_tokens)}

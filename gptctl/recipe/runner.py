@@ -160,9 +160,7 @@ def _plan_or_run(step: Step, kind: StepKind, rep: StepReport, workdir: Path, don
             reason = f"no gptctl.json in {out}"
     if reason is None:
         rep.status, rep.reason = "cached", f"inputs, options and gptctl version unchanged since {prev.get('finished', '?')}"
-        rep.manifest, rep.duration_s = manifest, 0.0
-        done[step.name] = {"manifest": manifest, "output": str(out), "model": rep.model,
-                           "identity": {"fingerprint": prev["fingerprint"], "output_sha256": prev["output_sha256"]}}
+        _finish(done, rep, manifest, prev["fingerprint"], prev["output_sha256"])
         emit("cached", rep)
         return
     rep.reason = reason
@@ -181,7 +179,8 @@ def _plan_or_run(step: Step, kind: StepKind, rep: StepReport, workdir: Path, don
     except Exception:
         cache.clear_running(workdir, step.name)  # failed, not interrupted: the next run says why it reruns
         raise
-    rep.duration_s = time.perf_counter() - start
+    finally:
+        rep.duration_s = time.perf_counter() - start
     manifest = manifest or read_manifest(out)
     if manifest is None or not out.exists():
         raise GptctlError(f"step {step.name} finished without writing {out}/gptctl.json")
@@ -189,10 +188,16 @@ def _plan_or_run(step: Step, kind: StepKind, rep: StepReport, workdir: Path, don
     cache.write_state(workdir, step.name, {**record, "output_sha256": output_sha, "output_signature": cache.signature(out),
                                            "duration_s": rep.duration_s})
     cache.clear_running(workdir, step.name)
-    rep.status, rep.manifest = "ran", manifest
-    done[step.name] = {"manifest": manifest, "output": str(out), "model": rep.model,
-                       "identity": {"fingerprint": record["fingerprint"], "output_sha256": output_sha}}
+    rep.status = "ran"
+    _finish(done, rep, manifest, record["fingerprint"], output_sha)
     emit("done", rep)
+
+
+def _finish(done: dict, rep: StepReport, manifest: dict, fingerprint: str, output_sha: str) -> None:
+    """Record a finished (or reused) step for the references, fingerprints and gates of later ones."""
+    rep.manifest = manifest
+    done[rep.name] = {"manifest": manifest, "output": rep.output, "model": rep.model,
+                      "identity": {"fingerprint": fingerprint, "output_sha256": output_sha}}
 
 
 def _resolve(step: Step, done: dict, pending: list[str], *, keep_paths: bool = False) -> dict[str, Any]:
