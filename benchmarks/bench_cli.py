@@ -40,6 +40,8 @@ def gptctl_cmd() -> list[str]:
 
 
 CPU: dict[str, list[float]] = {}  # CPU seconds (user + sys) of each timed child, by label
+CPU_WALL: dict[str, list[float]] = {}  # wall seconds, by label
+MINS: dict[int, tuple[float, float, float]] = {}
 
 
 def wall(cmd: list[str], env: dict[str, str], runs: int, expect_rc: tuple[int, ...] = (0,), label: str = "") -> list[float]:
@@ -52,6 +54,7 @@ def wall(cmd: list[str], env: dict[str, str], runs: int, expect_rc: tuple[int, .
         times.append(time.perf_counter() - t0)
         r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         CPU.setdefault(label, []).append((r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime))
+        CPU_WALL.setdefault(label, []).append(times[-1])
         if proc.returncode not in expect_rc:
             sys.exit(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr}")
     return times
@@ -118,6 +121,8 @@ def main() -> None:
             wall(cmd + SELECT_ARGS + ["--catalog", str(ypath)], env, 1, (0, 1))  # fills the cache
             warm = statistics.median(wall(cmd + SELECT_ARGS + ["--catalog", str(ypath)], env, args.runs, (0, 1), f"warm{n}"))
             js = statistics.median(wall(cmd + SELECT_ARGS + ["--catalog", str(jpath)], cold_env, args.runs, (0, 1), f"json{n}"))
+            mins = (min(CPU_WALL[f"cold{n}"]), min(CPU_WALL[f"warm{n}"]), min(CPU_WALL[f"json{n}"]))
+            MINS[n] = mins
             rows.append((n, cold, warm, js))
             print(f"{n:>8} {ypath.stat().st_size / 1e6:>8.1f} {cold:>10.3f} {warm:>10.3f} {js:>8.3f}   "
                   f"{cpu(f'cold{n}'):>10.3f} {cpu(f'warm{n}'):>6.3f} {cpu(f'json{n}'):>6.3f}")
@@ -128,6 +133,8 @@ def main() -> None:
                 slopes = [(b[col] - a[col]) / ((b[0] - a[0]) / 1000) for a, b in zip(rows, rows[1:])]
                 print(f"  {label:>9}: " + ", ".join(f"{s:.3f}" for s in slopes)
                       + ("   (similar slopes = linear)" if len(slopes) > 1 else ""))
+        print("\nfastest run (wall) per configuration, the best estimate on a busy machine: "
+              + "; ".join(f"{n}: cold {c:.3f}, warm {w:.3f}, json {j:.3f}" for n, (c, w, j) in MINS.items()))
         big = [r for r in rows if r[0] == 10_000]
         if big:
             _, cold, warm, js = big[0]

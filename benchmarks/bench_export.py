@@ -97,6 +97,7 @@ def main() -> None:
     ap.add_argument("--decode-tokens", type=int, default=64)
     ap.add_argument("--iterations", type=int, default=5)
     ap.add_argument("--skip-int8", action="store_true")
+    ap.add_argument("--skip-optimize", action="store_true")
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -114,14 +115,14 @@ def main() -> None:
     optimum_out = work / "optimum-cli"
     shutil.rmtree(optimum_out, ignore_errors=True)
     t_gptctl, _ = run([str(BIN / "gptctl"), "export", "--model", str(hf), "--output", str(fp32), "--overwrite",
-                       "--threads", str(args.threads), "--eval-data", str(EVAL), "--json"], label="gptctl export")
+                       "--threads", str(args.threads), "--json"], label="gptctl export")
     t_optimum, _ = run([str(BIN / "optimum-cli"), "export", "onnx", "--model", str(hf), "--task",
                         "text-generation-with-past", str(optimum_out)], label="optimum-cli export")
     fp32_manifest = json.loads((fp32 / "gptctl.json").read_text())
 
     # 2. fp32 decode vs eager and vs the roof.
     b32 = bench(fp32, args, baseline=True)
-    weight_bytes = fp32_manifest["benchmark"]["pytorch"]["size_mb"] * 1e6 if "benchmark" in fp32_manifest else b32["pytorch"]["size_mb"] * 1e6
+    weight_bytes = b32["pytorch"]["size_mb"] * 1e6  # fp32 parameter bytes, what one decode step reads
     roof = bandwidth * 1e9 / weight_bytes
 
     # 3. int4.
@@ -148,11 +149,20 @@ def main() -> None:
                          op_types_to_quantize=["MatMul"])
         int8_rates["quantize_dynamic int8 (MatMulInteger)"] = bench(dyn, args, baseline=False)["cpu"]
 
+    # 5. fp32 with ONNX Runtime's offline transformer fusions (--optimize).
+    fused = None
+    if not args.skip_optimize:
+        opt = work / "fp32-optimize"
+        run([str(BIN / "gptctl"), "export", "--model", str(hf), "--output", str(opt), "--overwrite", "--optimize",
+             "--threads", str(args.threads), "--json"], label="gptctl export --optimize")
+        fused = bench(opt, args, baseline=False)["cpu"]
+        fused["optimization"] = json.loads((opt / "gptctl.json").read_text()).get("optimization")
+
     cpu32, pt32, cpu4, pt4 = b32["cpu"], b32["pytorch"], b4["cpu"], b4["pytorch"]
     m4 = int4_manifest["metrics"]
     print("\n=== SmolLM2-135M-Instruct, batch 1, %d threads, CPU (shared machine) ===" % args.threads)
     print(f"load average now: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"export wall: gptctl {t_gptctl:.1f} s (incl. validation + fp32 perplexity) vs optimum-cli {t_optimum:.1f} s "
+    print(f"export wall: gptctl {t_gptctl:.1f} s (incl. its validation) vs optimum-cli {t_optimum:.1f} s "
           f"-> ratio {t_gptctl / t_optimum:.2f} (target <= 1.0)")
     print(f"  gptctl phases: {json.dumps({k: v for k, v in fp32_manifest['metrics'].items() if k.endswith('_s')})}")
     print(f"validation fp32: max |diff| {fp32_manifest['validation']['max_abs_diff']:.3g} (atol {fp32_manifest['validation']['atol']}), "
@@ -165,6 +175,9 @@ def main() -> None:
           f"size {cpu4['size_mb']:.0f} MB vs fp32 {cpu32['size_mb']:.0f} MB")
     print(f"perplexity ({m4.get('eval_tokens')} tokens of benchmarks/eval_text.txt): fp32 {m4.get('ppl_fp32')} int4 {m4.get('ppl_quantized')} "
           f"-> {100 * (m4['ppl_ratio'] - 1):+.1f}% (target <= +5%)  [int4 export {t_int4:.1f} s]")
+    if fused:
+        print(f"fp32 --optimize decode: {fused['decode_tokens_per_s']:.1f} tok/s ({fused['decode_tokens_per_s'] / pt32['decode_tokens_per_s']:.2f}x "
+              f"the fp32 run's eager); fusions {fused['optimization'].get('fused')}")
     for name, entry in int8_rates.items():
         print(f"int8 {name}: {entry['decode_tokens_per_s']:.1f} tok/s, {entry['size_mb']:.0f} MB")
     for name, b in (("fp32", b32), ("int4", b4)):
@@ -174,7 +187,7 @@ def main() -> None:
                   f"peak RSS {e.get('peak_rss_mb')} MB")
     (work / "summary.json").write_text(json.dumps({
         "bandwidth_gbs": bandwidth, "roof_tokens_per_s": roof, "export_wall_s": {"gptctl": t_gptctl, "optimum_cli": t_optimum},
-        "fp32": b32, "int4": b4, "int4_metrics": m4, "int8": int8_rates}, indent=2, default=str))
+        "fp32": b32, "int4": b4, "int4_metrics": m4, "int8": int8_rates, "fp32_optimize": fused}, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -123,6 +123,13 @@ def test_nothing_matched_with_json_still_prints_the_document():
     assert doc["models"] == [] and doc["nearest_misses"] and doc["excluded"] == 60
 
 
+def test_an_empty_catalog_says_so(tmp_path):
+    overlay = tmp_path / "scoring-only.yaml"
+    overlay.write_text("scoring: {missing: median}\n")
+    res = run("select", "--catalog", overlay)
+    assert res.exit_code == 1 and "the catalog has no models" in res.stderr
+
+
 def test_output_is_not_written_when_nothing_matched(tmp_path):
     res = run("select", "--domain", "legal", "--max-params", "1b", "--output", tmp_path / "s.json")
     assert res.exit_code == 1 and not (tmp_path / "s.json").exists()

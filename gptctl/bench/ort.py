@@ -142,7 +142,7 @@ class OrtCausalLM:
 
 
 def _onnx_files(artifact: Path) -> list[Path]:
-    return sorted(p for p in artifact.iterdir() if p.is_file() and (p.suffix == ".onnx" or p.name.endswith(".onnx_data") or p.suffix == ".data"))
+    return sorted(p for p in artifact.iterdir() if p.is_file() and (p.suffix == ".onnx" or p.name.endswith(".onnx_data")))
 
 
 class OrtBackend:
@@ -174,9 +174,8 @@ class OrtBackend:
             lm.forward(ids)
 
         result["prefill_ms"] = metrics.prefill_grid(prefill, rng, low, vocab, spec)
-        if lm.has_cache or spec.get("decode_without_cache", True):
-            result.update(metrics.decode_rate(
-                lambda ids, n, timings: lm.greedy(ids, n, timings=timings), rng, low, vocab, spec))
+        result["kv_cache"] = lm.has_cache  # without one, each token recomputes the whole sequence
+        result.update(metrics.decode_rate(lambda ids, n, timings: lm.greedy(ids, n, timings=timings), rng, low, vocab, spec))
         result["peak_rss_mb"] = metrics.peak_rss_mb()
         if lm.device == "cuda":
             result["gpu_mem_mb"] = metrics.gpu_memory_mb()

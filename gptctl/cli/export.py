@@ -66,7 +66,7 @@ def export_command(
     if json_out:
         print_json(manifest)
         return
-    render_export(manifest)
+    render_export(manifest, output)
 
 
 @handle_errors
@@ -108,7 +108,7 @@ def _fmt(x: Any, spec: str = ".3g") -> str:
     return str(x)
 
 
-def render_export(manifest: dict[str, Any]) -> None:
+def render_export(manifest: dict[str, Any], output: str) -> None:
     from rich.table import Table
 
     v = manifest["validation"]
@@ -128,7 +128,7 @@ def render_export(manifest: dict[str, Any]) -> None:
     summary = Table(title="artifact")
     summary.add_column("metric")
     summary.add_column("value", justify="right")
-    rows = [("output", manifest.get("output")), ("size (MB)", m["size_bytes"] / 1e6), ("export wall (s)", m["export_wall_s"]),
+    rows = [("output", output), ("size (MB)", m["size_bytes"] / 1e6), ("export wall (s)", m["export_wall_s"]),
             ("max |diff|", v["max_abs_diff"]), ("validation", "passed" if v["passed"] else "FAILED")]
     q = manifest.get("quantization")
     if q:

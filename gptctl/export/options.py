@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PROVIDERS = ("cpu", "cuda", "tensorrt")
 TASKS = ("text-generation-with-past", "text-generation", "feature-extraction")
@@ -87,6 +87,12 @@ class ExportOptions(BenchSettings):
     benchmark: bool = False
     # Tokens of greedy generation that must match PyTorch token for token.
     greedy_tokens: int = Field(default=16, ge=1, le=1024)
+
+    @model_validator(mode="after")
+    def _one_precision_change(self):
+        if self.quantize != "none" and self.dtype == "fp16":
+            raise ValueError("--quantize and --dtype fp16 are exclusive: quantized weights keep fp32 activations")
+        return self
 
     @field_validator("block_size")
     @classmethod

@@ -83,9 +83,7 @@ def export_model(options: ExportOptions | dict[str, Any], progress: Progress | N
         manifest = Manifest(step="export", method="onnx", options=opts.model_dump(mode="json"), inputs=inputs,
                             outputs=outputs, metrics=metrics, parent=source.manifest, extra=extra)
         manifest.write(work)
-        data = manifest.to_dict()
-    data["output"] = str(target.resolve())
-    return data
+        return manifest.to_dict()
 
 
 def _load(source: Any, opts: ExportOptions, progress: Progress) -> dict[str, Any]:
@@ -165,11 +163,15 @@ def _export_into(work: Path, opts: ExportOptions, source: Any, eval_text: str | 
     progress.info("validating ONNX Runtime against PyTorch")
     t = time.perf_counter()
     threads = opts.threads
+    fp32_lm = None  # one session on the fp32 graph, shared by validation, perplexity and comparisons
     if opts.task == "feature-extraction":
         validation = validate_encoder(fp32_path, loaded["reference"], tokenizer, atol=opts.atol, vocab_size=vocab, threads=threads)
     else:
+        from gptctl.bench.ort import OrtCausalLM
+
+        fp32_lm, _ = OrtCausalLM.from_path(fp32_path, "cpu", threads=threads)
         validation = validate_decoder(fp32_path, loaded["reference"], tokenizer, atol=opts.atol,
-                                      greedy_tokens=opts.greedy_tokens, vocab_size=vocab, threads=threads)
+                                      greedy_tokens=opts.greedy_tokens, vocab_size=vocab, threads=threads, lm=fp32_lm)
     if loaded["merge"] is not None:
         validation["lora_merge"] = loaded["merge"]
     validation["checked_graph"] = "model.onnx" if not staged else f"fp32 graph before {opts.quantize if quantizing else 'fp16'} conversion"
@@ -183,11 +185,13 @@ def _export_into(work: Path, opts: ExportOptions, source: Any, eval_text: str | 
 
         eval_ids = eval_token_ids(tokenizer, eval_text, vocab_size=vocab)
         progress.info(f"perplexity of the fp32 graph on {len(eval_ids)} tokens")
-        ppl = perplexity_onnx(fp32_path, eval_ids, threads=threads)
+        ppl = perplexity_onnx(fp32_lm, eval_ids)
         metrics["ppl_fp32"] = ppl["ppl"]
         metrics["eval_tokens"] = ppl["tokens"]
 
+    final_lm = None
     if quantizing:
+        from gptctl.bench.ort import OrtCausalLM
         from gptctl.export.quantize import perplexity_onnx, quantize_weights
 
         progress.info(f"quantizing weights to {opts.quantize} (MatMulNBits, block {opts.block_size})")
@@ -197,9 +201,10 @@ def _export_into(work: Path, opts: ExportOptions, source: Any, eval_text: str | 
         ox.save_onnx(qproto, work / ox.MODEL_FILE)
         del qproto
         metrics["quantize_s"] = round(time.perf_counter() - t, 3)
+        final_lm, _ = OrtCausalLM.from_path(work / ox.MODEL_FILE, "cpu", threads=threads)
         if eval_ids is not None:
             progress.info(f"perplexity of the {opts.quantize} graph")
-            ppl = perplexity_onnx(work / ox.MODEL_FILE, eval_ids, threads=threads)
+            ppl = perplexity_onnx(final_lm, eval_ids)
             metrics["ppl_quantized"] = ppl["ppl"]
             metrics["ppl_ratio"] = round(ppl["ppl"] / metrics["ppl_fp32"], 4)
             report["ppl_fp32"], report["ppl_quantized"] = metrics["ppl_fp32"], ppl["ppl"]
@@ -208,11 +213,16 @@ def _export_into(work: Path, opts: ExportOptions, source: Any, eval_text: str | 
         progress.info("converting to fp16")
         ox.save_onnx(ox.convert_fp16(proto), work / ox.MODEL_FILE)
         del proto
-    if staged:
+    if staged and fp32_lm is not None:
+        from gptctl.bench.ort import OrtCausalLM
         from gptctl.export.validate import compare_converted
 
-        validation["converted_vs_fp32"] = compare_converted(fp32_path, work / ox.MODEL_FILE, tokenizer, vocab_size=vocab,
-                                                            greedy_tokens=opts.greedy_tokens, threads=threads)
+        if final_lm is None:
+            final_lm, _ = OrtCausalLM.from_path(work / ox.MODEL_FILE, "cpu", threads=threads)
+        validation["converted_vs_fp32"] = compare_converted(fp32_lm, final_lm, tokenizer, vocab_size=vocab,
+                                                            greedy_tokens=opts.greedy_tokens)
+    del fp32_lm, final_lm
+    if staged:
         shutil.rmtree(work / ".fp32", ignore_errors=True)
 
     progress.info("writing tokenizer and configs")

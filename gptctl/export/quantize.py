@@ -102,11 +102,9 @@ def eval_token_ids(tokenizer: Any, text: str, *, vocab_size: int, max_tokens: in
     return np.asarray(ids, dtype=np.int64)
 
 
-def perplexity_onnx(onnx_path: Path, ids: np.ndarray, *, window: int = PPL_WINDOW, threads: int | None = None) -> dict[str, Any]:
-    """Perplexity of an exported decoder over non-overlapping windows (each from an empty cache)."""
-    from gptctl.bench.ort import OrtCausalLM
-
-    lm, _ = OrtCausalLM.from_path(onnx_path, "cpu", threads=threads)
+def perplexity_onnx(lm: Any, ids: np.ndarray, *, window: int = PPL_WINDOW) -> dict[str, Any]:
+    """Perplexity of an exported decoder (an open `OrtCausalLM`) over non-overlapping windows,
+    each from an empty cache."""
     nll, count = 0.0, 0
     for start in range(0, len(ids) - 1, window):
         chunk = ids[start:start + window]

@@ -117,15 +117,13 @@ def _diff(a: Any, b: Any) -> float:
 
 
 def validate_decoder(onnx_path: Path, reference: TorchReference, tokenizer: Any, *, atol: float, greedy_tokens: int,
-                     vocab_size: int, threads: int | None = None) -> dict[str, Any]:
-    """Compare an exported decoder with its PyTorch reference; return the `validation` object.
-
-    Raises:
-        CheckFailed: a difference over `atol`, or greedy tokens that differ.
-    """
+                     vocab_size: int, threads: int | None = None, lm: Any = None) -> dict[str, Any]:
+    """Compare an exported decoder with its PyTorch reference; return the `validation` object
+    (`lm`: an already open `OrtCausalLM` on `onnx_path`). Use `raise_if_failed` to gate on it."""
     from gptctl.bench.ort import OrtCausalLM
 
-    lm, _ = OrtCausalLM.from_path(onnx_path, "cpu", threads=threads)
+    if lm is None:
+        lm, _ = OrtCausalLM.from_path(onnx_path, "cpu", threads=threads)
     ids = fixed_inputs(tokenizer, vocab_size)
     outputs: dict[str, dict[str, float]] = {}
 
@@ -220,14 +218,9 @@ def check_lora_merge(peft_model: Any, ids: np.ndarray, atol: float) -> tuple[Any
     return merged, {"passed": bool(d <= atol), "atol": atol, "max_abs_diff": d, "compared": "logits (adapter vs merged)"}
 
 
-def compare_converted(reference_path: Path, converted_path: Path, tokenizer: Any, *, vocab_size: int, greedy_tokens: int,
-                      threads: int | None = None) -> dict[str, Any]:
-    """How far a quantized or fp16 graph moved from the validated fp32 graph (reported, not gated:
-    perplexity is the figure of merit for lossy conversions)."""
-    from gptctl.bench.ort import OrtCausalLM
-
-    ref, _ = OrtCausalLM.from_path(reference_path, "cpu", threads=threads)
-    new, _ = OrtCausalLM.from_path(converted_path, "cpu", threads=threads)
+def compare_converted(ref: Any, new: Any, tokenizer: Any, *, vocab_size: int, greedy_tokens: int) -> dict[str, Any]:
+    """How far a quantized or fp16 graph (`new`) moved from the validated fp32 graph (`ref`), both open
+    `OrtCausalLM`s. Reported, not gated: perplexity is the figure of merit for lossy conversions."""
     ids = fixed_inputs(tokenizer, vocab_size)
     a, _ = ref.forward(ids)
     b, _ = new.forward(ids)

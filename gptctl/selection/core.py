@@ -302,6 +302,9 @@ class SelectionResult:
         """Raise NothingMatched (exit 1) explaining which constraints removed how many models."""
         if self.matched:
             return self
+        if not self.total:
+            names = ", ".join(f.name for f in self.catalog.files) or "(none)"
+            raise NothingMatched(f"the catalog has no models (files: {names})", "check --catalog / $GPTCTL_CATALOG")
         details = self.funnel_lines() + [f"note: {w}" for w in self.warnings]
         if self.nearest_misses:
             details.append("nearest misses:")
