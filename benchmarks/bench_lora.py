@@ -78,7 +78,8 @@ def trainer_baseline(model_dir: Path, data: Path, s: dict) -> float:
     """A plain HF Trainer + peft run with the same settings; returns real training tokens/s."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer, TrainingArguments
+    from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, PrinterCallback,
+                              Trainer, TrainingArguments)
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     texts = [json.loads(line)["text"] for line in data.read_text().splitlines()]
@@ -101,7 +102,9 @@ def trainer_baseline(model_dir: Path, data: Path, s: dict) -> float:
                                  learning_rate=s["lr"], lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0,
                                  max_grad_norm=1.0, logging_steps=10**6, save_strategy="no", report_to=[],
                                  dataloader_num_workers=0, seed=s["seed"], use_cpu=True, disable_tqdm=True)
-        result = Trainer(model=model, args=args, train_dataset=rows, data_collator=counting).train()
+        trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=counting)
+        trainer.remove_callback(PrinterCallback)  # it prints the final metrics dict
+        result = trainer.train()
     return seen["tokens"] / result.metrics["train_runtime"]
 
 
@@ -149,9 +152,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=16, help="training steps per speed run")
     ap.add_argument("--repeats", type=int, default=2, help="alternating repeats of each speed configuration")
     ap.add_argument("--epochs", type=float, default=3, help="epochs of the quality run")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
     args = ap.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     print(f"SmolLM2-135M-Instruct ({GGUF}) on CPU")
     if not args.skip_quality:
         quality(args.epochs)

@@ -48,3 +48,56 @@ def test_eval_data_problems_are_bad_input(tiny_llama, tmp_path):
     with pytest.raises(BadInput, match=r"eval.jsonl:2"):
         export_model({"model": str(tiny_llama), "output": str(tmp_path / "o"), "quantize": "int4", "eval_data": str(bad)})
     assert not (tmp_path / "o").exists()
+
+
+def _matmul_graph(w, k, n):
+    from onnx import TensorProto, helper, numpy_helper
+
+    g = helper.make_graph([helper.make_node("MatMul", ["A", "W"], ["Y"])], "g",
+                          [helper.make_tensor_value_info("A", TensorProto.FLOAT, [2, 3, k])],
+                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [2, 3, n])], [numpy_helper.from_array(w, "W")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    return model
+
+
+@pytest.mark.parametrize("grid", [True, False])
+def test_weights_already_on_a_4bit_grid_are_repacked_exactly(grid):
+    """GGUF Q4_1 weights (w = d*j + m per block of 32) survive int4 MatMulNBits nearly exactly;
+    plain RTN with an integer zero point would shift whole blocks."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from gptctl.export.nbits import replace_matmuls
+
+    rng = np.random.default_rng(0)
+    k, n, bs = 96, 40, 32
+    d = rng.uniform(0.01, 0.05, (n, k // bs))
+    m = rng.uniform(-0.3, 0.1, (n, k // bs))
+    j = rng.integers(0, 16, (n, k // bs, bs))
+    j[..., 0], j[..., 1] = 0, 15
+    w = (d[..., None] * j + m[..., None]).reshape(n, k).T.astype(np.float32)
+    model = _matmul_graph(w, k, n)
+    report = replace_matmuls(model, bits=4, block_size=bs, accuracy_level=0, exact_grid=grid)
+    assert report["exact_grid"] == (1 if grid else 0)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    a = rng.standard_normal((2, 3, k)).astype(np.float32)
+    err = float(np.abs(session.run(None, {"A": a})[0] - a @ w).max())
+    if grid:
+        assert err < 0.01
+    else:
+        assert err > 0.1  # what the exact repack avoids
+
+
+def test_rtn_roundtrip_error_is_within_half_a_step():
+    import numpy as np
+
+    from gptctl.export.nbits import dequantize, quantize_matmul_weight
+
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((64, 24)).astype(np.float32)
+    for bits in (4, 8):
+        parts = quantize_matmul_weight(w, bits, 32, exact_grid=False)
+        back = dequantize(parts, 64, 24, bits, 32)
+        step = parts["scales"].reshape(24, 2).max()
+        assert np.abs(back - w).max() <= step / 2 + 1e-6

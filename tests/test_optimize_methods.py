@@ -249,3 +249,14 @@ def test_resume_refuses_a_checkpoint_of_other_options(tiny_model_factory, corpus
         optimize("lora", opts, progress=_StopAt(stop=2))
     with pytest.raises(BadInput, match="different inputs or options"):
         optimize("lora", {**opts, "resume": True, "lr": 1e-3})
+
+
+def test_gradient_checkpointing_and_accumulation_train_the_same(tiny_model_factory, corpus, tmp_path):
+    base = tiny_model_factory("qwen2")
+    opts = {"model": str(base), "data": str(corpus), "max_steps": 3, "lr": 5e-3, "dropout": 0.0, "batch_size": 4}
+    plain = optimize("lora", {**opts, "output": str(tmp_path / "a")})["metrics"]
+    checkpointed = optimize("lora", {**opts, "gradient_checkpointing": True, "output": str(tmp_path / "b")})["metrics"]
+    assert [c[1] for c in checkpointed["loss_curve"]] == pytest.approx([c[1] for c in plain["loss_curve"]], abs=1e-4)
+    accumulated = optimize("lora", {**opts, "batch_size": 2, "grad_accum": 2, "warmup": 1, "weight_decay": 0.01,
+                                    "output": str(tmp_path / "c")})["metrics"]
+    assert accumulated["global_batch_size"] == 4 and accumulated["warmup_steps"] == 1 and accumulated["steps"] == 3

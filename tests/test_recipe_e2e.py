@@ -16,9 +16,12 @@ RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
 # The CI variant of the quickstart: the same recipe, trimmed from the command line.
 QUICKSTART_CI = [
-    "--set", "steps.tune.options.max_steps=8",
-    "--set", "steps.ship.options.decode_tokens=16",
-    "--set", "steps.ship.options.iterations=2",
+    "--set", "steps.tune.options.max_steps=1",
+    "--set", "steps.prune.options.calib_samples=4",
+    "--set", "steps.ship.options.greedy_tokens=4",
+    "--set", "steps.ship.options.decode_tokens=8",
+    "--set", "steps.ship.options.iterations=1",
+    "--set", "steps.ship.options.warmup=0",
 ]
 
 TINY = """\

@@ -9,7 +9,6 @@ samples. Every problem is a `BadInput` naming the file and line.
 from __future__ import annotations
 
 import json
-import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -272,9 +271,3 @@ def collate(samples: list[Sample], pad_id: int):
         mask[i, :n] = 1
         labels[i, :n] = torch.tensor(s.labels)
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
-def epochs_to_steps(n_samples: int, batch_size: int, world: int, grad_accum: int, epochs: float) -> tuple[int, int]:
-    """(micro-batches per epoch per process, optimizer steps for `epochs`)."""
-    micro = math.ceil(n_samples / (batch_size * world))
-    return micro, max(1, math.ceil(epochs * micro / grad_accum))

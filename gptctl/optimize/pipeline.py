@@ -69,16 +69,74 @@ def run_method(method: str, options: Any, progress: Progress | None = None) -> d
 
     accelerator = _accelerator(opts.precision)
     main = accelerator.is_main_process
-    progress = progress if main else NULL_PROGRESS
     work = _work_dir(target, stable=impl.TRAINS, resume=resume, main=main)
     accelerator.wait_for_everyone()
+    try:
+        return _run(method, impl, opts, source, target, work, train_records, eval_records, accelerator,
+                    progress if main else NULL_PROGRESS, t_start)
+    except BaseException:
+        # Keep a working directory only when it holds a checkpoint to resume from.
+        if main and work is not None and work.exists() and not (work / "checkpoints").exists():
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def _run(method, impl, opts, source, target, work, train_records, eval_records, accelerator, progress, t_start):
+    import torch
 
     from gptctl.model_source import load_causal_lm, load_tokenizer
-    from gptctl.optimize.data import tokenize
+    from gptctl.optimize.evaluate import perplexity
 
     progress.info(f"loading tokenizer of {source.display}")
     tokenizer = load_tokenizer(source)
-    pad_id = tokenizer.pad_token_id
+    train_data, eval_data = _tokenize(opts, tokenizer, train_records, eval_records, progress)
+    inputs = _inputs(opts, source, train_data, eval_data)
+
+    progress.info(f"loading model {source.display}")
+    t_load = time.perf_counter()
+    dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
+    model = load_causal_lm(source, dtype=dtype, merge_adapter=True).to(accelerator.device)
+    load_s = time.perf_counter() - t_load
+    if impl.TRAINS:
+        model.config.use_cache = False
+    total_params = sum(p.numel() for p in model.parameters())
+
+    def measure(m, label):
+        return None if eval_data is None else perplexity(
+            m, eval_data, batch_size=opts.batch_size, pad_id=tokenizer.pad_token_id, autocast=accelerator.autocast,
+            dist=accelerator, progress=progress, label=label)
+
+    before = measure(model, "perplexity before")
+    fingerprint = {k: v for k, v in opts.model_dump(mode="json").items() if k not in _NOT_IN_FINGERPRINT}
+    fingerprint.update(model_sha256=inputs["model"]["sha256"], data_sha256=inputs.get("data", {}).get("sha256"))
+    job = Job(method, opts, source, model, tokenizer, train_data, accelerator, work, progress, tokenizer.pad_token_id,
+              inputs["model"]["spec"], fingerprint)
+    torch.manual_seed(opts.seed)  # adapter initialisation: the same on every process and every resume
+    method_metrics = impl.apply(job)
+    after = measure(job.model, "perplexity after")
+    trainable = sum(p.numel() for p in job.model.parameters() if p.requires_grad) if impl.TRAINS else 0
+    metrics = _headline(before, after, trainable, total_params, method_metrics)
+    metrics["load_s"] = round(load_s, 3)
+
+    accelerator.wait_for_everyone()
+    manifest = {"step": "optimize", "method": method, "metrics": metrics}  # what other processes return
+    if accelerator.is_main_process:
+        with atomic_output_dir(target, work_dir=work) as out:
+            shutil.rmtree(out / "checkpoints", ignore_errors=True)
+            progress.info(f"saving to {target}")
+            outputs = impl.save(job, out)
+            tokenizer.save_pretrained(out)
+            metrics["wall_s"] = round(time.perf_counter() - t_start, 3)
+            manifest = _write_manifest(method, opts, inputs, outputs, metrics, source, out)
+    else:
+        metrics["wall_s"] = round(time.perf_counter() - t_start, 3)
+    accelerator.wait_for_everyone()
+    return manifest
+
+
+def _tokenize(opts, tokenizer, train_records, eval_records, progress):
+    from gptctl.optimize.data import tokenize
+
     train_data = eval_data = None
     if train_records:
         train_data = tokenize(train_records, tokenizer, max_length=opts.max_length, packing=opts.packing, path=opts.data)
@@ -86,66 +144,25 @@ def run_method(method: str, options: Any, progress: Progress | None = None) -> d
             progress.info(f"skipped {train_data.skipped_too_long} of {train_data.records} samples longer than "
                           f"--max-length {opts.max_length} (pass --packing to keep them)")
     if eval_records:
-        eval_data = tokenize(eval_records, tokenizer, max_length=opts.max_length, packing=False,
-                             path=opts.eval_data or f"{opts.data} (--eval-split {opts.eval_split})", for_eval=True)
-    elif main:
+        where = opts.eval_data or f"{opts.data} (--eval-split {opts.eval_split})"
+        eval_data = tokenize(eval_records, tokenizer, max_length=opts.max_length, packing=False, path=where, for_eval=True)
+    else:
         progress.info("no evaluation data: perplexity is not measured (pass --eval-data or --eval-split)")
+    return train_data, eval_data
 
-    inputs = _inputs(opts, source, train_data, eval_data)
-    dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
-    progress.info(f"loading model {source.display}")
-    t_load = time.perf_counter()
-    model = load_causal_lm(source, dtype=dtype, merge_adapter=True)
-    model.to(accelerator.device)
-    load_s = time.perf_counter() - t_load
-    if getattr(model.config, "use_cache", None) and impl.TRAINS:
-        model.config.use_cache = False
-    total_params = sum(p.numel() for p in model.parameters())
 
-    metrics: dict[str, Any] = {}
-    from gptctl.optimize.evaluate import perplexity
-
-    def measure(m, label):
-        if eval_data is None:
-            return None
-        return perplexity(m, eval_data, batch_size=opts.batch_size, pad_id=pad_id, autocast=accelerator.autocast,
-                          dist=accelerator, progress=progress, label=label)
-
-    before = measure(model, "perplexity before")
-    fingerprint = {k: v for k, v in opts.model_dump(mode="json").items() if k not in _NOT_IN_FINGERPRINT}
-    fingerprint.update(model_sha256=inputs["model"]["sha256"], data_sha256=inputs.get("data", {}).get("sha256"))
-    job = Job(method, opts, source, model, tokenizer, train_data, accelerator, work, progress, pad_id,
-              inputs["model"]["spec"], fingerprint)
-    torch.manual_seed(opts.seed)  # adapter initialisation: the same on every process and every resume
-    metrics.update(impl.apply(job))
-    after = measure(job.model, "perplexity after")
-    trainable = sum(p.numel() for p in job.model.parameters() if p.requires_grad) if impl.TRAINS else 0
-
-    head = {"ppl_before": None, "ppl_after": None, "ppl_change_pct": None, "eval_tokens": None}
+def _headline(before, after, trainable: int, total: int, method_metrics: dict[str, Any]) -> dict[str, Any]:
+    """The metrics every method reports, first; then the method's own."""
+    head: dict[str, Any] = {"ppl_before": None, "ppl_after": None, "ppl_change_pct": None, "eval_tokens": None}
     if before and after:
         head = {"ppl_before": round(before["ppl"], 4), "ppl_after": round(after["ppl"], 4),
                 "ppl_change_pct": round(100 * (after["ppl"] - before["ppl"]) / before["ppl"], 2),
                 "eval_tokens": before["tokens"]}
-    head.update(trainable_params=trainable, total_params=total_params, trainable_pct=round(100 * trainable / total_params, 4))
+    head.update(trainable_params=trainable, total_params=total, trainable_pct=round(100 * trainable / total, 4))
+    rest = dict(method_metrics)
     for key in ("loss_first", "loss_last", "train_tokens_per_s"):
-        head.setdefault(key, metrics.pop(key, None))
-    metrics = {**head, **metrics, "load_s": round(load_s, 3)}
-
-    manifest: dict[str, Any] = {}
-    accelerator.wait_for_everyone()
-    if main:
-        with atomic_output_dir(target, work_dir=work if impl.TRAINS else None) as out:
-            shutil.rmtree(out / "checkpoints", ignore_errors=True)
-            progress.info(f"saving to {target}")
-            outputs = impl.save(job, out)
-            tokenizer.save_pretrained(out)
-            metrics["wall_s"] = round(time.perf_counter() - t_start, 3)
-            manifest = _write_manifest(method, opts, inputs, outputs, metrics, source, out)
-    accelerator.wait_for_everyone()
-    if not main:
-        metrics["wall_s"] = round(time.perf_counter() - t_start, 3)
-        manifest = {"step": "optimize", "method": method, "metrics": metrics}
-    return manifest
+        head[key] = rest.pop(key, None)
+    return {**head, **rest}
 
 
 def _check_source(source: ModelSource, method: str) -> None:

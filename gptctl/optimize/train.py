@@ -102,6 +102,7 @@ def train(model, data: Dataset, opts, *, accelerator, work_dir: Path, progress: 
         done = len(history)
         if not in_step and done > start and accelerator.is_main_process:
             _save_checkpoint(ckpt_path, done, named, optimizer, scheduler, history, fingerprint)
+            progress.info(f"stopped after step {done} of {total}; checkpoint saved: pass --resume to continue")
         raise
     finally:
         task.close()
