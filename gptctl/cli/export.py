@@ -132,7 +132,9 @@ def render_export(manifest: dict[str, Any], output: str) -> None:
             ("max |diff|", v["max_abs_diff"]), ("validation", "passed" if v["passed"] else "FAILED")]
     q = manifest.get("quantization")
     if q:
-        rows.append(("quantization", f"int{q['bits']} MatMulNBits block {q['block_size']}, LM head {'in' if q['lm_head_quantized'] else 'NOT in'}"))
+        head = f"LM head int{q['lm_head_bits']}" if q.get("lm_head_quantized") else "LM head NOT quantized"
+        emb = ", embedding int4" if q.get("embedding_quantized") else ""
+        rows.append(("quantization", f"int{q['bits']} MatMulNBits block {q['block_size']}, {head}{emb}"))
     for key in ("ppl_fp32", "ppl_quantized", "ppl_ratio"):
         if key in m:
             rows.append((key, m[key]))

@@ -80,25 +80,25 @@ def prune_model(model, *, sparsity: float, scope: str = "layer", n_m: tuple[int,
     import torch
 
     targets = prune_targets(model, include_lm_head)
+    if n_m is not None:
+        def prune_one(item):
+            _prune_n_m(item[0], _rows(item[1]), n_m, None if norms is None else norms[item[0]])
+    elif scope == "global":
+        threshold = _global_threshold([_rows(m) for _, m in targets], sparsity)
+
+        def prune_one(item):
+            _prune_global(_rows(item[1]), threshold)
+    elif norms is not None:
+        def prune_one(item):
+            _prune_rows(_rows(item[1]), norms[item[0]], sparsity)
+    else:
+        def prune_one(item):
+            w = _rows(item[1])
+            _prune_smallest(w, round(sparsity * w.numel()))
     task = progress.task("pruning", total=len(targets))
     with torch.no_grad():
-        if n_m is not None:
-            for name, module in targets:
-                _prune_n_m(name, _rows(module), n_m, None if norms is None else norms[name])
-                task.update(1)
-        elif scope == "global":
-            threshold = _global_threshold([_rows(m) for _, m in targets], sparsity)
-            for _, module in targets:
-                _prune_global(_rows(module), threshold)
-                task.update(1)
-        else:
-            for name, module in targets:
-                w = _rows(module)
-                if norms is None:
-                    _prune_smallest(w, round(sparsity * w.numel()))
-                else:
-                    _prune_rows(w, norms[name], sparsity)
-                task.update(1)
+        for _ in _each_layer(prune_one, targets):
+            task.update(1)
     task.close()
     per_layer, zeros, total = {}, 0, 0
     for name, module in targets:
@@ -118,6 +118,31 @@ def prune_model(model, *, sparsity: float, scope: str = "layer", n_m: tuple[int,
         "lm_head_tied_to_embeddings": tied,
         "per_layer": per_layer,
     }
+
+
+def _each_layer(fn, items):
+    """Map `fn` over layers, several at a time on CPU (selection kernels run on one core each).
+
+    Torch's own intra-op threads are set to 1 meanwhile, so the machine's cores are not
+    oversubscribed; the memory cost is one layer's temporaries per worker.
+    """
+    import torch
+
+    on_cpu = all(m.weight.device.type == "cpu" for _, m in items)
+    workers = min(torch.get_num_threads(), len(items)) if on_cpu else 1
+    if workers <= 1:
+        for item in items:
+            yield fn(item)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            yield from pool.map(fn, items)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _prune_smallest(w, k: int) -> None:
