@@ -43,7 +43,7 @@ def run_command(
     quiet_stdout = contextlib.redirect_stdout(sys.stderr) if json_out else contextlib.nullcontext()
     with quiet_stdout, RichProgress(enabled=show_progress and not dry_run) as progress:
         report = run_recipe(plan, where, force=force, dry_run=dry_run, progress=progress,
-                            on_event=lambda event, step: _event(progress, event, step))
+                            on_event=None if dry_run else lambda event, step: _event(progress, event, step))
     summary = report.to_dict()
     if dry_run:
         for entry, step in zip(summary["steps"], report.steps):
