@@ -220,3 +220,30 @@ def test_library_report_without_cli(recipe, tmp_path):
     report = run_recipe(r, tmp_path / "lib", kinds=recipe_fakes.FAKE_KINDS, on_event=lambda e, s: events.append((e, s.name)))
     assert report.exit_code == 0 and report.passed
     assert events[:2] == [("start", "pick"), ("done", "pick")]
+
+
+def test_each_step_reports_progress_under_its_own_name(recipe, tmp_path):
+    seen = []
+
+    class Recorder:
+        def task(self, description, total=None):
+            seen.append(description)
+            from gptctl.progress import NULL_PROGRESS
+
+            return NULL_PROGRESS.task(description, total)
+
+        def info(self, message):
+            seen.append(message)
+
+    def optimize_with_progress(run):
+        run.progress.task("training", total=3)
+        run.progress.info("loading model")
+        return recipe_fakes._optimize(run)
+
+    import dataclasses
+
+    kinds = dict(recipe_fakes.FAKE_KINDS, optimize=dataclasses.replace(recipe_fakes.FAKE_KINDS["optimize"], execute=optimize_with_progress))
+    r = parse_recipe(RECIPE, "demo.yaml", env={}, kinds=kinds, recipe_dir=tmp_path)
+    assert run_recipe(r, tmp_path / "p", kinds=kinds, progress=Recorder()).exit_code == 0
+    assert seen[0] == "recipe demo"
+    assert ["tune: training", "tune: loading model", "prune: training", "prune: loading model"] == seen[1:]

@@ -175,7 +175,7 @@ def _plan_or_run(step: Step, kind: StepKind, rep: StepReport, workdir: Path, don
     emit("start", rep)
     start = time.perf_counter()
     try:
-        manifest = kind.execute(StepRun(step.name, step.method, options, out, step.sources, progress))
+        manifest = kind.execute(StepRun(step.name, step.method, options, out, step.sources, _StepProgress(progress, step.name)))
     except Exception:
         cache.clear_running(workdir, step.name)  # failed, not interrupted: the next run says why it reruns
         raise
@@ -191,6 +191,19 @@ def _plan_or_run(step: Step, kind: StepKind, rep: StepReport, workdir: Path, don
     rep.status = "ran"
     _finish(done, rep, manifest, record["fingerprint"], output_sha)
     emit("done", rep)
+
+
+class _StepProgress:
+    """Passes a step's progress through, labelled with the step's name ("tune: training")."""
+
+    def __init__(self, inner: Progress, name: str):
+        self.inner, self.name = inner, name
+
+    def task(self, description: str, total: float | None = None):
+        return self.inner.task(f"{self.name}: {description}", total)
+
+    def info(self, message: str) -> None:
+        self.inner.info(f"{self.name}: {message}")
 
 
 def _finish(done: dict, rep: StepReport, manifest: dict, fingerprint: str, output_sha: str) -> None:
