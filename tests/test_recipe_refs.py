@@ -117,3 +117,11 @@ def test_dry_run_leaves_later_step_references_unresolved(tmp_path):
     assert report.steps[2].options["atol"] == "${steps.tune.metrics.train_tokens_per_s}"
     assert report.exit_code == 0
     assert not (tmp_path / "w").exists()  # a dry run writes nothing
+
+
+def test_a_reference_to_a_value_the_manifest_lacks_fails_that_step(tmp_path):
+    r = parse(["steps.ship.options.atol=${steps.tune.metrics.nope}"])
+    report = run_recipe(r, tmp_path / "w", kinds=FAKE_KINDS)
+    assert [s.status for s in report.steps] == ["ran", "ran", "failed"]
+    assert "steps.tune.metrics.nope: not in tune's manifest (it has: ppl_before, ppl_after" in report.steps[2].error
+    assert report.exit_code == 2

@@ -227,16 +227,11 @@ def _resolve(step: Step, done: dict, pending: list[str], *, keep_paths: bool = F
             return ref.text
         if ref.is_path:
             return ref.text if keep_paths else done[name][ref.parts[1]]
-        node: Any = done[name]["manifest"]
-        for part in ref.parts[1:]:
-            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-                node = node[int(part)]
-            elif isinstance(node, dict) and part in node:
-                node = node[part]
-            else:
-                raise BadInput(f"step {step.name}: {ref.text} is not in {name}'s manifest",
-                               f"see {done[name]['output']}/gptctl.json for what it records")
-        return node
+        try:
+            return _dig(done[name]["manifest"], ref.parts[1:], f"{name}'s manifest", f"steps.{name}")
+        except KeyError as exc:
+            raise BadInput(f"step {step.name}: {ref.text}: {exc.args[0]}",
+                           f"see {done[name]['output']}/gptctl.json for what it records") from None
 
     return substitute(step.options, resolve)
 
@@ -325,18 +320,22 @@ def lookup_in(recipe: Recipe, done: dict) -> Callable[[str], Any]:
             if parts[2] in ("model", "output") and len(parts) == 3:
                 return entry[parts[2]]
             node, start, where = entry["manifest"], 2, f"{name}'s manifest"
-        for i in range(start, len(parts)):
-            part = parts[i]
-            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-                node = node[int(part)]
-            elif isinstance(node, dict) and part in node:
-                node = node[part]
-            else:
-                have = ", ".join(map(str, node)) if isinstance(node, dict) else type(node).__name__
-                raise KeyError(f"{'.'.join(parts[:i + 1])}: not in {where} (it has: {have})")
-        return node
+        return _dig(node, parts[start:], where, ".".join(parts[:start]))
 
     return lookup
+
+
+def _dig(node: Any, parts: list[str] | tuple[str, ...], where: str, prefix: str) -> Any:
+    """Follow dotted `parts` (keys, list indices) into a manifest; KeyError says what is there instead."""
+    for i, part in enumerate(parts):
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            have = ", ".join(map(str, node)) if isinstance(node, dict) else type(node).__name__
+            raise KeyError(f"{'.'.join([prefix, *parts[:i + 1]])}: not in {where} (it has: {have})")
+    return node
 
 
 def _gates(recipe: Recipe, done: dict, report: RunReport, dry_run: bool) -> list[GateResult]:
