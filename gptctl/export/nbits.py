@@ -141,7 +141,8 @@ def replace_matmuls(proto: Any, *, bits: int, block_size: int, accuracy_level: i
 
     def block_sums(x: str, k: int, blocks: int, seg: int) -> str:
         # concat(x, x @ E): E sums each block of K into one column, once per residual pass, each pass
-        # padded to a whole block so its rows get their own scales. One MatMul + one Concat per input.
+        # padded to a whole block so its rows get their own scales. E is 0/1, so it is itself stored
+        # exactly as a 4-bit MatMulNBits (an fp32 E cost SmolLM2 36 MB of reads per token).
         key = (x, k, seg)
         if key not in augmented:
             p = f"gptctl/nbits/{len(augmented)}"
@@ -149,9 +150,14 @@ def replace_matmuls(proto: Any, *, bits: int, block_size: int, accuracy_level: i
             for r in range(RESIDUAL_PASSES):
                 for b in range(blocks):
                     e[b * block_size:(b + 1) * block_size, r * seg + b] = 1.0
-            new_inits.append(numpy_helper.from_array(e, p + "/block_indicator"))
+            ind = quantize_matmul_weight(e, 4, block_size, exact_grid=False)
+            new_inits.extend([numpy_helper.from_array(ind["B"], p + "/sum_blocks"),
+                              numpy_helper.from_array(ind["scales"], p + "/sum_blocks_scales"),
+                              numpy_helper.from_array(ind["zero_points"], p + "/sum_blocks_zp")])
             new_nodes.extend([
-                helper.make_node("MatMul", [x, p + "/block_indicator"], [p + "/sums"]),
+                helper.make_node("MatMulNBits", [x, p + "/sum_blocks", p + "/sum_blocks_scales", p + "/sum_blocks_zp"],
+                                 [p + "/sums"], domain="com.microsoft", K=k, N=e.shape[1], bits=4, block_size=block_size,
+                                 accuracy_level=0),
                 helper.make_node("Concat", [x, p + "/sums"], [p + "/augmented"], axis=-1),
             ])
             augmented[key] = p + "/augmented"

@@ -80,44 +80,55 @@ def prune_model(model, *, sparsity: float, scope: str = "layer", n_m: tuple[int,
     import torch
 
     targets = prune_targets(model, include_lm_head)
-    if n_m is not None:
-        def prune_one(item):
-            _prune_n_m(item[0], _rows(item[1]), n_m, None if norms is None else norms[item[0]])
-    elif scope == "global":
-        threshold = _global_threshold([_rows(m) for _, m in targets], sparsity)
+    prune_one = _pruner(targets, sparsity=sparsity, scope=scope, n_m=n_m, norms=norms)
 
-        def prune_one(item):
-            _prune_global(_rows(item[1]), threshold)
-    elif norms is not None:
-        def prune_one(item):
-            _prune_rows(_rows(item[1]), norms[item[0]], sparsity)
-    else:
-        def prune_one(item):
-            w = _rows(item[1])
-            _prune_smallest(w, round(sparsity * w.numel()))
+    def prune_and_count(item) -> int:
+        prune_one(item[0], _rows(item[1]))
+        return _zeros(item[1].weight)
+
     task = progress.task("pruning", total=len(targets))
+    counts = []
     with torch.no_grad():
-        for _ in _each_layer(prune_one, targets):
+        for zeros in _each_layer(prune_and_count, targets):
+            counts.append(zeros)
             task.update(1)
     task.close()
-    per_layer, zeros, total = {}, 0, 0
-    for name, module in targets:
-        n, z = module.weight.numel(), int((module.weight == 0).sum())
-        per_layer[name] = {"params": n, "sparsity": round(z / n, 6)}
-        zeros, total = zeros + z, total + n
+    per_layer = {name: {"params": m.weight.numel(), "sparsity": round(z / m.weight.numel(), 6)}
+                 for (name, m), z in zip(targets, counts)}
+    total = sum(m.weight.numel() for _, m in targets)
+    pruned = {id(m.weight) for _, m in targets}
     all_params = sum(p.numel() for p in model.parameters())
-    all_zeros = sum(int((p == 0).sum()) for p in model.parameters())
+    all_zeros = sum(counts) + sum(_zeros(p) for p in model.parameters() if id(p) not in pruned)
     head = model.get_output_embeddings()
     tied = head is not None and head.weight is model.get_input_embeddings().weight
     return {
         "sparsity_requested": sparsity,
-        "sparsity_realised": round(zeros / total, 6),
+        "sparsity_realised": round(sum(counts) / total, 6),
         "sparsity_model": round(all_zeros / all_params, 6),
         "pruned_params": total,
         "lm_head_pruned": include_lm_head,
         "lm_head_tied_to_embeddings": tied,
         "per_layer": per_layer,
     }
+
+
+def _pruner(targets, *, sparsity: float, scope: str, n_m, norms):
+    """The function (name, weight as (out, in)) -> None that prunes one layer as asked."""
+    if n_m is not None:
+        return lambda name, w: _prune_n_m(name, w, n_m, None if norms is None else norms[name])
+    if scope == "global":
+        threshold = _global_threshold(targets, sparsity)
+        return lambda name, w: _prune_global(w, threshold)
+    if norms is not None:
+        return lambda name, w: _prune_rows(w, norms[name], sparsity)
+    return lambda name, w: _prune_smallest(w, round(sparsity * w.numel()))
+
+
+def _zeros(t) -> int:
+    # count_nonzero allocates nothing the size of `t` (a bool .sum() would, as int64).
+    import torch
+
+    return t.numel() - int(torch.count_nonzero(t.detach()))
 
 
 def _each_layer(fn, items):
@@ -193,29 +204,37 @@ def _prune_n_m(name: str, w, n_m: tuple[int, int], norm) -> None:
     w.masked_fill_(mask.reshape(out_f, in_f), 0)
 
 
-def _global_threshold(weights: list, sparsity: float) -> float:
-    """The |w| below which `sparsity` of all entries lie, found without concatenating the weights.
+def _global_threshold(targets, sparsity: float) -> float:
+    """The |w| below which `sparsity` of all targeted entries lie, found without concatenating them.
 
     One pass builds a histogram of |w| over every layer, a second collects only the entries in
     the bin where the count crosses the target and picks the exact value among them.
     """
     import torch
 
-    total = sum(w.numel() for w in weights)
+    total = sum(m.weight.numel() for _, m in targets)
     k = round(sparsity * total)
-    top = max(float(w.abs().max()) for w in weights)
+    top = max(float(_rows(m).abs().max()) for _, m in targets)
     if k <= 0 or top == 0:
         return 0.0
     width = top / _BINS
-    counts = torch.zeros(_BINS, dtype=torch.long)
-    for w in weights:
-        b = (w.abs().float() / width).long().clamp_(max=_BINS - 1).reshape(-1)
-        counts += torch.bincount(b, minlength=_BINS).cpu()
+
+    def histogram(item):
+        b = (_rows(item[1]).abs().float() / width).long().clamp_(max=_BINS - 1).reshape(-1)
+        return torch.bincount(b, minlength=_BINS).cpu()
+
+    counts = sum(_each_layer(histogram, targets))
     cum = counts.cumsum(0)
     b = int(torch.searchsorted(cum, torch.tensor(k)).item())  # first bin where the count reaches k
     before = int(cum[b - 1]) if b else 0
-    inside = torch.cat([a[(a / width).long().clamp_(max=_BINS - 1) == b] for a in (w.abs().float().reshape(-1) for w in weights)])
-    return float(torch.kthvalue(inside.cpu(), k - before).values) if k > before else b * width
+    if k <= before:
+        return b * width
+
+    def inside(item):
+        a = _rows(item[1]).abs().float().reshape(-1)
+        return a[(a / width).long().clamp_(max=_BINS - 1) == b].cpu()
+
+    return float(torch.kthvalue(torch.cat(list(_each_layer(inside, targets))), k - before).values)
 
 
 def _prune_global(w, threshold: float) -> None:
