@@ -88,3 +88,17 @@ def test_feature_extraction_task(tiny_gpt2, tmp_path):
     v = manifest["validation"]
     assert v["passed"] and set(v["outputs"]) == {"last_hidden_state"}
     assert v["greedy_match"] is None
+
+
+@pytest.mark.parametrize("arch, fused", [("gpt2", "SkipLayerNormalization"), ("llama", "RotaryEmbedding")])
+def test_optimize_applies_fusions_and_still_validates(arch, fused, tiny_model_factory, tmp_path):
+    manifest = export_model({"model": str(tiny_model_factory(arch)), "output": str(tmp_path / "opt"), "optimize": True})
+    opt = manifest["optimization"]
+    assert opt["applied"] and opt["nodes_after"] < opt["nodes_before"] and fused in opt["fused"]
+    assert manifest["validation"]["passed"] and manifest["validation"]["greedy_match"]
+
+
+def test_optimize_reports_unsupported_architecture(tiny_model_factory, tmp_path):
+    manifest = export_model({"model": str(tiny_model_factory("opt")), "output": str(tmp_path / "opt"), "optimize": True})
+    assert manifest["optimization"]["applied"] is False and "opt" in manifest["optimization"]["reason"]
+    assert manifest["validation"]["passed"]

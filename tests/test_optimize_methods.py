@@ -260,3 +260,16 @@ def test_gradient_checkpointing_and_accumulation_train_the_same(tiny_model_facto
     accumulated = optimize("lora", {**opts, "batch_size": 2, "grad_accum": 2, "warmup": 1, "weight_decay": 0.01,
                                     "output": str(tmp_path / "c")})["metrics"]
     assert accumulated["global_batch_size"] == 4 and accumulated["warmup_steps"] == 1 and accumulated["steps"] == 3
+
+
+def test_a_selection_json_is_an_input_and_its_manifest_the_parent(tiny_model_factory, tmp_path):
+    from gptctl.manifest import Manifest
+
+    base = tiny_model_factory("opt")
+    pick = tmp_path / "pick"
+    pick.mkdir()
+    (pick / "selection.json").write_text(json.dumps({"model": {"id": "tiny/opt", "source_path": str(base)}}))
+    Manifest(step="select", metrics={"model": "tiny/opt"}).write(pick)
+    manifest = optimize("prune", {"model": str(pick / "selection.json"), "ratio": 0.2, "output": str(tmp_path / "p")})
+    assert manifest["parent"]["step"] == "select"
+    assert manifest["inputs"]["model"]["spec"] == str(base.resolve()) and manifest["inputs"]["model"]["kind"] == "hf-dir"

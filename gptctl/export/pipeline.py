@@ -152,7 +152,9 @@ def _export_into(work: Path, opts: ExportOptions, source: Any, eval_text: str | 
         from gptctl.export.optimize_graph import optimize_transformer
 
         progress.info("applying ONNX Runtime transformer fusions")
+        t = time.perf_counter()
         proto, result["optimization"] = optimize_transformer(proto, config)
+        metrics["optimize_s"] = round(time.perf_counter() - t, 3)
 
     staged = quantizing or opts.dtype == "fp16"
     fp32_path = (work / ".fp32" / ox.MODEL_FILE) if staged else (work / ox.MODEL_FILE)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gptctl.errors import BadInput
-from gptctl.manifest import MANIFEST_NAME, Manifest, dir_size, sha256_file, sha256_path
+from gptctl.manifest import MANIFEST_NAME, Manifest, dir_size, read_manifest, sha256_file, sha256_path
 from gptctl.model_source import ModelSource, resolve_model
 from gptctl.options import parse_options
 from gptctl.optimize.registry import method_module, options_class
@@ -260,8 +260,11 @@ def _inputs(opts, source: ModelSource, train_data, eval_data) -> dict[str, Any]:
 
 def _write_manifest(method, opts, inputs, outputs, metrics, source: ModelSource, out: Path) -> dict[str, Any]:
     parent = source.manifest
-    if parent is None and source.selection and source.selection.get("step"):
-        parent = source.selection
+    if parent is None and source.selection is not None:
+        # `select --output` writes its manifest beside the selection file.
+        beside = read_manifest(Path(source.spec).parent) if Path(source.spec).is_file() else None
+        parent = beside if beside and beside.get("step") == "select" else (
+            source.selection if source.selection.get("step") else None)
     for entry in outputs.values():
         p = out / entry["path"]
         entry.update(sha256=sha256_path(p), bytes=dir_size(p))

@@ -261,13 +261,15 @@ def wanda_norms(model, data, *, calib_samples: int, batch_size: int, pad_id: int
     samples = samples[:calib_samples]
     targets = prune_targets(model, include_lm_head)
     sums = {name: None for name, _ in targets}
-    current = {"mask": None}
+    current = {"mask": None, "padded": False}
 
     def hook(name):
         def fn(module, inputs, output):
             x = inputs[0]
-            x = x[current["mask"]] if current["mask"] is not None and x.dim() == 3 else x.reshape(-1, x.shape[-1])
-            s = x.float().pow(2).sum(0)
+            if current["padded"] and x.dim() == 3:
+                x = x[current["mask"]]  # real tokens only (a copy; full batches need none)
+            dims = tuple(range(x.dim() - 1))
+            s = torch.linalg.vector_norm(x, dim=dims, dtype=torch.float32).pow_(2)  # sum of squares, no x^2 copy
             sums[name] = s if sums[name] is None else sums[name] + s
         return fn
 
@@ -284,6 +286,7 @@ def wanda_norms(model, data, *, calib_samples: int, batch_size: int, pad_id: int
                 chunk = samples[i: i + batch_size]
                 batch = collate(chunk, pad_id)
                 current["mask"] = batch["attention_mask"].bool().to(device)
+                current["padded"] = not bool(current["mask"].all())
                 run(input_ids=batch["input_ids"].to(device), attention_mask=current["mask"].long(), use_cache=False)
                 task.update(len(chunk))
     finally:
@@ -291,4 +294,18 @@ def wanda_norms(model, data, *, calib_samples: int, batch_size: int, pad_id: int
             h.remove()
         task.close()
         model.train(was_training)
+        _release_freed_memory()
     return {name: s.sqrt() for name, s in sums.items()}
+
+
+def _release_freed_memory() -> None:
+    """Hand the calibration pass's freed heap back to the OS (glibc keeps it otherwise), so
+    pruning does not start from an inflated footprint."""
+    import ctypes
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (e.g. musl)
+            pass
