@@ -21,8 +21,6 @@ QUICKSTART_CI = [
     "--set", "steps.prune.options.calib_samples=4",
     "--set", "steps.ship.options.greedy_tokens=4",
     "--set", "steps.ship.options.decode_tokens=8",
-    "--set", "steps.ship.options.iterations=1",
-    "--set", "steps.ship.options.warmup=0",
 ]
 
 TINY = """\
