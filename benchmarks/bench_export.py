@@ -150,13 +150,19 @@ def main() -> None:
         int8_rates["quantize_dynamic int8 (MatMulInteger)"] = bench(dyn, args, baseline=False)["cpu"]
 
     # 5. fp32 with ONNX Runtime's offline transformer fusions (--optimize).
-    fused = None
+    fused = fused4 = fused4_metrics = None
     if not args.skip_optimize:
         opt = work / "fp32-optimize"
         run([str(BIN / "gptctl"), "export", "--model", str(hf), "--output", str(opt), "--overwrite", "--optimize",
              "--threads", str(args.threads), "--json"], label="gptctl export --optimize")
         fused = bench(opt, args, baseline=False)["cpu"]
         fused["optimization"] = json.loads((opt / "gptctl.json").read_text()).get("optimization")
+        opt4 = work / "int4-optimize"
+        run([str(BIN / "gptctl"), "export", "--model", str(hf), "--output", str(opt4), "--overwrite", "--optimize",
+             "--quantize", "int4", "--eval-data", str(EVAL), "--threads", str(args.threads), "--json"],
+            label="gptctl export --optimize --quantize int4")
+        fused4 = bench(opt4, args, baseline=True)
+        fused4_metrics = json.loads((opt4 / "gptctl.json").read_text())["metrics"]
 
     cpu32, pt32, cpu4, pt4 = b32["cpu"], b32["pytorch"], b4["cpu"], b4["pytorch"]
     m4 = int4_manifest["metrics"]
@@ -178,6 +184,11 @@ def main() -> None:
     if fused:
         print(f"fp32 --optimize decode: {fused['decode_tokens_per_s']:.1f} tok/s ({fused['decode_tokens_per_s'] / pt32['decode_tokens_per_s']:.2f}x "
               f"the fp32 run's eager); fusions {fused['optimization'].get('fused')}")
+    if fused4:
+        c, p = fused4["cpu"], fused4["pytorch"]
+        print(f"int4 --optimize decode: {c['decode_tokens_per_s']:.1f} tok/s = {c['decode_speedup_vs_pytorch']:.2f}x eager "
+              f"({p['decode_tokens_per_s']:.1f} tok/s in that run); ppl {fused4_metrics.get('ppl_quantized')} "
+              f"({100 * (fused4_metrics['ppl_ratio'] - 1):+.1f}%)")
     for name, entry in int8_rates.items():
         print(f"int8 {name}: {entry['decode_tokens_per_s']:.1f} tok/s, {entry['size_mb']:.0f} MB")
     for name, b in (("fp32", b32), ("int4", b4)):
@@ -187,7 +198,7 @@ def main() -> None:
                   f"peak RSS {e.get('peak_rss_mb')} MB")
     (work / "summary.json").write_text(json.dumps({
         "bandwidth_gbs": bandwidth, "roof_tokens_per_s": roof, "export_wall_s": {"gptctl": t_gptctl, "optimum_cli": t_optimum},
-        "fp32": b32, "int4": b4, "int4_metrics": m4, "int8": int8_rates, "fp32_optimize": fused}, indent=2, default=str))
+        "fp32": b32, "int4": b4, "int4_metrics": m4, "int8": int8_rates, "fp32_optimize": fused, "int4_optimize": fused4}, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -149,7 +149,7 @@ def fold_prompt_prefix(proto: Any, prefix: Sequence[tuple[Any, Any]]) -> int:
     Returns P.
     """
     import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     graph = proto.graph
     num_virtual = int(prefix[0][0].shape[2])
@@ -223,7 +223,6 @@ def fold_prompt_prefix(proto: Any, prefix: Sequence[tuple[Any, Any]]) -> int:
     del graph.node[:]
     graph.node.extend(nodes)
     graph.initializer.extend(inits)
-    _ = TensorProto  # dtype constants come from numpy arrays above
     return num_virtual
 
 

@@ -36,9 +36,9 @@ def quantize_weights(proto: Any, *, bits: int, block_size: int, quantize_embeddi
     head = {lm_head: 8} if lm_head else {}
     report = replace_matmuls(proto, bits=bits, block_size=block_size, accuracy_level=ACCURACY_LEVEL, bits_for=head,
                              symmetric_for=set(head))
-    embedding = False
     if bits == 4 and quantize_embedding:
-        embedding = _quantize_gather(proto, block_size)
+        proto = _quantize_gather(proto, block_size)
+    embedding = any(n.op_type == "GatherBlockQuantized" for n in proto.graph.node)
     return proto, {
         "bits": bits, "block_size": block_size, "accuracy_level": ACCURACY_LEVEL, "op": "MatMulNBits",
         "matmuls_quantized": report["matmuls_quantized"], "matmuls_total": matmuls,
@@ -49,7 +49,7 @@ def quantize_weights(proto: Any, *, bits: int, block_size: int, quantize_embeddi
     }
 
 
-def _quantize_gather(proto: Any, block_size: int) -> bool:
+def _quantize_gather(proto: Any, block_size: int) -> Any:
     """int4 embedding table via ONNX Runtime's quantizer (GatherBlockQuantized, 4 bits only)."""
     import logging
 
@@ -63,7 +63,7 @@ def _quantize_gather(proto: Any, block_size: int) -> bool:
     quantizer = MatMulNBitsQuantizer(proto, bits=4, block_size=block_size, is_symmetric=False,
                                      accuracy_level=ACCURACY_LEVEL, algo_config=config, op_types_to_quantize=ops)
     quantizer.process()
-    return any(n.op_type == "GatherBlockQuantized" for n in proto.graph.node)
+    return quantizer.model.model
 
 
 def _lm_head_weight(proto: Any) -> str | None:
