@@ -273,3 +273,18 @@ def test_a_selection_json_is_an_input_and_its_manifest_the_parent(tiny_model_fac
     manifest = optimize("prune", {"model": str(pick / "selection.json"), "ratio": 0.2, "output": str(tmp_path / "p")})
     assert manifest["parent"]["step"] == "select"
     assert manifest["inputs"]["model"]["spec"] == str(base.resolve()) and manifest["inputs"]["model"]["kind"] == "hf-dir"
+
+
+def test_prune_lm_head_on_request_and_keep_the_stored_dtype(tiny_model_factory, tmp_path):
+    base = tiny_model_factory("gpt2")  # tied embeddings
+    half = tmp_path / "bf16"
+    _load(base).to(torch.bfloat16).save_pretrained(half)
+    for f in base.glob("*token*"):
+        (half / f.name).write_bytes(f.read_bytes())
+    m = optimize("prune", {"model": str(half), "ratio": 0.4, "include_lm_head": True, "output": str(tmp_path / "p")})["metrics"]
+    assert m["lm_head_pruned"] and m["lm_head_tied_to_embeddings"]
+    assert abs(m["per_layer"]["lm_head"]["sparsity"] - 0.4) < 0.01 and m["per_layer"]["lm_head"]["requested"] == 0.4
+    saved = load_file(tmp_path / "p" / "model.safetensors")
+    assert {t.dtype for t in saved.values() if t.is_floating_point()} == {torch.bfloat16}  # as stored
+    emb = saved["transformer.wte.weight"]
+    assert abs((emb == 0).float().mean().item() - 0.4) < 0.01  # tied to the head: pruned with it

@@ -32,7 +32,7 @@ def apply(job: "Job") -> dict[str, Any]:
 
 def save(job: "Job", directory: Path) -> dict[str, Any]:
     """Write the adapter (and with --merge the merged model in `merged/`); return the outputs entries."""
-    job.model.save_pretrained(directory, safe_serialization=True)
+    job.model.save_pretrained(directory, safe_serialization=True, save_embedding_layers=False)
     job.set_adapter_base(directory)
     outputs = {"adapter": {"path": ".", "kind": ARTIFACT}}
     if job.options.merge:

@@ -95,6 +95,8 @@ def _run(method, impl, opts, source, target, work, train_records, eval_records, 
     progress.info(f"loading model {source.display}")
     t_load = time.perf_counter()
     dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
+    if not impl.TRAINS and accelerator.device.type != "cpu":
+        dtype = stored_dtype(source) or dtype  # on a GPU, prune in the stored precision (CPU: fp32)
     model = load_causal_lm(source, dtype=dtype, merge_adapter=True).to(accelerator.device)
     load_s = time.perf_counter() - t_load
     if impl.TRAINS:
@@ -227,6 +229,21 @@ def _work_dir(target: Path, *, stable: bool, resume: bool, main: bool) -> Path |
     if main:
         work.mkdir(parents=True, exist_ok=True)
     return work
+
+
+def stored_dtype(source: ModelSource):
+    """The torch dtype a Hugging Face directory's weights are stored in (config.json), or None."""
+    import torch
+
+    base = source.base if source.is_adapter else source
+    if base is None or base.kind != "hf-dir" or base.path is None:
+        return None
+    try:
+        cfg = json.loads((base.path / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    name = cfg.get("torch_dtype") or cfg.get("dtype")
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(str(name))
 
 
 def portable_spec(source: ModelSource, spec: str) -> str:

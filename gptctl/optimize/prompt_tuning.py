@@ -45,6 +45,6 @@ def apply(job: "Job") -> dict[str, Any]:
 
 def save(job: "Job", directory: Path) -> dict[str, Any]:
     """Write the peft adapter (adapter_config.json + adapter_model.safetensors)."""
-    job.model.save_pretrained(directory, safe_serialization=True)
+    job.model.save_pretrained(directory, safe_serialization=True, save_embedding_layers=False)
     job.set_adapter_base(directory)
     return {"adapter": {"path": ".", "kind": ARTIFACT}}

@@ -41,7 +41,12 @@ def apply(job: "Job") -> dict[str, Any]:
 
 
 def save(job: "Job", directory: Path) -> dict[str, Any]:
-    """Write the pruned model (save_pretrained, safetensors)."""
+    """Write the pruned model (save_pretrained, safetensors) in the dtype the input was stored in."""
+    from gptctl.optimize.pipeline import stored_dtype
+
+    stored = stored_dtype(job.source)
+    if stored is not None and next(job.model.parameters()).dtype != stored:
+        job.model.to(stored)  # zeros stay zeros in any float format
     job.model.save_pretrained(directory, safe_serialization=True)
     return {"model": {"path": ".", "kind": ARTIFACT}}
 
@@ -93,7 +98,9 @@ def prune_model(model, *, sparsity: float, scope: str = "layer", n_m: tuple[int,
             counts.append(zeros)
             task.update(1)
     task.close()
-    per_layer = {name: {"params": m.weight.numel(), "sparsity": round(z / m.weight.numel(), 6)}
+    # A global threshold asks nothing of any single layer; every other mode asks `sparsity` of each.
+    asked = None if scope == "global" and n_m is None else sparsity
+    per_layer = {name: {"params": m.weight.numel(), "requested": asked, "sparsity": round(z / m.weight.numel(), 6)}
                  for (name, m), z in zip(targets, counts)}
     total = sum(m.weight.numel() for _, m in targets)
     pruned = {id(m.weight) for _, m in targets}
