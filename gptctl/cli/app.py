@@ -6,10 +6,50 @@ from typing import Optional
 
 import typer
 
+from typer.core import TyperGroup
+
 from gptctl import __version__
 from gptctl.cli import common
 
+
+class _LazyGroup(TyperGroup):
+    """A command group whose real definition is imported only when it is used.
+
+    `gptctl optimize`'s flags are generated from pydantic option models; building them costs more
+    than the rest of `gptctl --help` together, so the listing shows a static help line instead.
+    """
+
+    def __init__(self, name: str, module: str, help: str):
+        super().__init__(name=name, help=help, no_args_is_help=True)
+        self._module = module
+        self._real: TyperGroup | None = None
+
+    def _load(self) -> TyperGroup:
+        if self._real is None:
+            import importlib
+
+            self._real = typer.main.get_command(importlib.import_module(self._module).app)
+        return self._real
+
+    def list_commands(self, ctx):  # type: ignore[override]
+        return self._load().list_commands(ctx)
+
+    def get_command(self, ctx, cmd_name):  # type: ignore[override]
+        return self._load().get_command(ctx, cmd_name)
+
+
+class _RootGroup(TyperGroup):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_command(
+            _LazyGroup("optimize", "gptctl.cli.optimize",
+                       "Adapt (LoRA, prompt tuning) or shrink (pruning) a causal LM; perplexity before and after."),
+            "optimize",
+        )
+
+
 app = typer.Typer(
+    cls=_RootGroup,
     name="gptctl",
     help="From 'which model?' to a fast, validated ONNX artifact in CI: select, optimize, export, run.",
     no_args_is_help=True,
@@ -37,11 +77,11 @@ def _root(
 
 def _register() -> None:
     # Each command lives in its own light module; heavy libraries are imported inside the commands.
-    from gptctl.cli import catalog, export, optimize, run, select
+    from gptctl.cli import catalog, export, run, select
 
     app.command("select", help=select.__doc__)(select.select_command)
     app.add_typer(catalog.app, name="catalog")
-    app.add_typer(optimize.app, name="optimize")
+    # `optimize` is added lazily by _RootGroup.
     app.command("export", help=export.__doc__)(export.export_command)
     app.command("bench", help=export.bench_command.__doc__)(export.bench_command)
     app.command("run", help=run.__doc__)(run.run_command)
