@@ -37,6 +37,10 @@ def atomic_output_dir(target: str | os.PathLike, *, work_dir: str | os.PathLike 
     keep_on_failure = work_dir is not None
     if work_dir is None:
         work = Path(tempfile.mkdtemp(prefix=f".{t.name}.partial-", dir=t.parent))
+        # mkdtemp makes the directory private (0700); the finished output should get the usual mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        work.chmod(0o777 & ~umask)
     else:
         work = Path(work_dir)
         work.mkdir(parents=True, exist_ok=True)
