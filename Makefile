@@ -2,7 +2,7 @@
 # Each creates its own virtual environment (.venv) on first use.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PYTEST_ARGS ?= -m "not slow"
+PYTEST_ARGS ?= -m "not slow" -n 2
 
 .PHONY: venv demo test bench clean
 
