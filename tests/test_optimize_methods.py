@@ -288,3 +288,18 @@ def test_prune_lm_head_on_request_and_keep_the_stored_dtype(tiny_model_factory, 
     assert {t.dtype for t in saved.values() if t.is_floating_point()} == {torch.bfloat16}  # as stored
     emb = saved["transformer.wte.weight"]
     assert abs((emb == 0).float().mean().item() - 0.4) < 0.01  # tied to the head: pruned with it
+
+
+def test_max_length_is_clamped_to_the_model_context(tiny_model_factory, corpus, tmp_path):
+    base = tiny_model_factory("gpt2")  # 128 positions; the default --max-length is 512
+    infos = []
+
+    class Recorder(_StopAt):
+        def info(self, message):
+            infos.append(message)
+
+    m = optimize("prompt-tuning", {"model": str(base), "data": str(corpus), "packing": True, "max_steps": 1,
+                                   "num_virtual_tokens": 8, "eval_data": str(corpus), "output": str(tmp_path / "o")},
+                 progress=Recorder())
+    assert any("using 120" in i for i in infos)  # 128 positions less 8 virtual tokens
+    assert m["inputs"]["data"]["sequences"] >= m["inputs"]["data"]["tokens"] // 120

@@ -65,8 +65,6 @@ def run_method(method: str, options: Any, progress: Progress | None = None) -> d
     target = check_output_dir(opts.output, overwrite=opts.overwrite, resume=resume)
     train_records, eval_records = _read_data(opts)
 
-    import torch
-
     accelerator = _accelerator(opts.precision)
     main = accelerator.is_main_process
     work = _work_dir(target, stable=impl.TRAINS, resume=resume, main=main)
@@ -89,8 +87,9 @@ def _run(method, impl, opts, source, target, work, train_records, eval_records, 
 
     progress.info(f"loading tokenizer of {source.display}")
     tokenizer = load_tokenizer(source)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0  # padding is masked anyway
     train_data, eval_data = _tokenize(opts, tokenizer, train_records, eval_records, progress)
-    inputs = _inputs(opts, source, train_data, eval_data)
+    model_input = _model_input(source, opts.model)
 
     progress.info(f"loading model {source.display}")
     t_load = time.perf_counter()
@@ -102,16 +101,21 @@ def _run(method, impl, opts, source, target, work, train_records, eval_records, 
     if impl.TRAINS:
         model.config.use_cache = False
     total_params = sum(p.numel() for p in model.parameters())
+    limit = _context_limit(model.config, opts)
+    if limit is not None and opts.max_length > limit:
+        progress.info(f"--max-length {opts.max_length} is more than this model's {limit} positions; using {limit}")
+        train_data, eval_data = _tokenize(opts, tokenizer, train_records, eval_records, progress, max_length=limit)
+    inputs = _inputs(opts, model_input, train_data, eval_data)
 
     def measure(m, label):
         return None if eval_data is None else perplexity(
-            m, eval_data, batch_size=opts.batch_size, pad_id=tokenizer.pad_token_id, autocast=accelerator.autocast,
+            m, eval_data, batch_size=opts.batch_size, pad_id=pad_id, autocast=accelerator.autocast,
             dist=accelerator, progress=progress, label=label)
 
     before = measure(model, "perplexity before")
     fingerprint = {k: v for k, v in opts.model_dump(mode="json").items() if k not in _NOT_IN_FINGERPRINT}
     fingerprint.update(model_sha256=inputs["model"]["sha256"], data_sha256=inputs.get("data", {}).get("sha256"))
-    job = Job(method, opts, source, model, tokenizer, train_data, accelerator, work, progress, tokenizer.pad_token_id,
+    job = Job(method, opts, source, model, tokenizer, train_data, accelerator, work, progress, pad_id,
               inputs["model"]["spec"], fingerprint)
     torch.manual_seed(opts.seed)  # adapter initialisation: the same on every process and every resume
     method_metrics = impl.apply(job)
@@ -124,10 +128,10 @@ def _run(method, impl, opts, source, target, work, train_records, eval_records, 
     manifest = {"step": "optimize", "method": method, "metrics": metrics}  # what other processes return
     if accelerator.is_main_process:
         with atomic_output_dir(target, work_dir=work) as out:
-            shutil.rmtree(out / "checkpoints", ignore_errors=True)
             progress.info(f"saving to {target}")
             outputs = impl.save(job, out)
             tokenizer.save_pretrained(out)
+            shutil.rmtree(out / "checkpoints", ignore_errors=True)  # only now: a failed save can still resume
             metrics["wall_s"] = round(time.perf_counter() - t_start, 3)
             manifest = _write_manifest(method, opts, inputs, outputs, metrics, source, out)
     else:
@@ -136,21 +140,30 @@ def _run(method, impl, opts, source, target, work, train_records, eval_records, 
     return manifest
 
 
-def _tokenize(opts, tokenizer, train_records, eval_records, progress):
+def _tokenize(opts, tokenizer, train_records, eval_records, progress, max_length: int | None = None):
     from gptctl.optimize.data import tokenize
 
+    max_length = max_length or opts.max_length
     train_data = eval_data = None
     if train_records:
-        train_data = tokenize(train_records, tokenizer, max_length=opts.max_length, packing=opts.packing, path=opts.data)
+        train_data = tokenize(train_records, tokenizer, max_length=max_length, packing=opts.packing, path=opts.data)
         if train_data.skipped_too_long:
             progress.info(f"skipped {train_data.skipped_too_long} of {train_data.records} samples longer than "
-                          f"--max-length {opts.max_length} (pass --packing to keep them)")
+                          f"{max_length} tokens (pass --packing to keep them)")
     if eval_records:
         where = opts.eval_data or f"{opts.data} (--eval-split {opts.eval_split})"
-        eval_data = tokenize(eval_records, tokenizer, max_length=opts.max_length, packing=False, path=where, for_eval=True)
-    else:
+        eval_data = tokenize(eval_records, tokenizer, max_length=max_length, packing=False, path=where, for_eval=True)
+    elif max_length == opts.max_length:
         progress.info("no evaluation data: perplexity is not measured (pass --eval-data or --eval-split)")
     return train_data, eval_data
+
+
+def _context_limit(config, opts) -> int | None:
+    """The longest sequence the model takes (its position table), less the virtual tokens prepended."""
+    positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if not positions:
+        return None
+    return int(positions) - int(getattr(opts, "num_virtual_tokens", 0) or 0)
 
 
 def _headline(before, after, trainable: int, total: int, method_metrics: dict[str, Any]) -> dict[str, Any]:
@@ -257,12 +270,17 @@ def portable_spec(source: ModelSource, spec: str) -> str:
     return str(source.content_path().resolve())
 
 
-def _inputs(opts, source: ModelSource, train_data, eval_data) -> dict[str, Any]:
-    model: dict[str, Any] = {"spec": portable_spec(source, opts.model), "kind": source.kind,
+def _model_input(source: ModelSource, spec: str) -> dict[str, Any]:
+    """The manifest's `inputs.model`: how to find it again, what it is, and its content hash."""
+    model: dict[str, Any] = {"spec": portable_spec(source, spec), "kind": source.kind,
                              "sha256": sha256_path(source.content_path())}
     if source.is_adapter and source.base is not None:
         model["base"] = {"spec": portable_spec(source.base, source.base.spec), "kind": source.base.kind,
                          "sha256": sha256_path(source.base.content_path())}
+    return model
+
+
+def _inputs(opts, model: dict[str, Any], train_data, eval_data) -> dict[str, Any]:
     inputs: dict[str, Any] = {"model": model}
     if opts.data:
         inputs["data"] = {"path": str(Path(opts.data).resolve()), "sha256": sha256_file(opts.data)}

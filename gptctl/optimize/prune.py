@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 TRAINS = False
 ARTIFACT = "hf-model"
-_BINS = 1 << 16  # histogram resolution of the global threshold search
+_BINS = 1 << 14  # histogram resolution of the global threshold search
 
 
 def apply(job: "Job") -> dict[str, Any]:
@@ -212,36 +212,34 @@ def _prune_n_m(name: str, w, n_m: tuple[int, int], norm) -> None:
 
 
 def _global_threshold(targets, sparsity: float) -> float:
-    """The |w| below which `sparsity` of all targeted entries lie, found without concatenating them.
+    """The |w| at or below which `sparsity` of all targeted entries lie, without concatenating them.
 
-    One pass builds a histogram of |w| over every layer, a second collects only the entries in
-    the bin where the count crosses the target and picks the exact value among them.
+    A histogram pass over every layer finds the bin where the count crosses the target; a second
+    pass counts exactly what lies below that bin and collects the few entries inside it, among
+    which the exact value is picked. Each pass holds one layer's |w| per worker, nothing more.
     """
     import torch
 
     total = sum(m.weight.numel() for _, m in targets)
     k = round(sparsity * total)
-    top = max(float(_rows(m).abs().max()) for _, m in targets)
+    top = max(float(torch.maximum(_rows(m).max(), -_rows(m).min())) for _, m in targets)
     if k <= 0 or top == 0:
         return 0.0
+    hist = sum(_each_layer(lambda item: torch.histc(_rows(item[1]).abs(), bins=_BINS, min=0, max=top).cpu(), targets))
+    b = int(torch.searchsorted(hist.double().cumsum(0), torch.tensor(float(k), dtype=torch.float64)).item())
     width = top / _BINS
-
-    def histogram(item):
-        b = (_rows(item[1]).abs().float() / width).long().clamp_(max=_BINS - 1).reshape(-1)
-        return torch.bincount(b, minlength=_BINS).cpu()
-
-    counts = sum(_each_layer(histogram, targets))
-    cum = counts.cumsum(0)
-    b = int(torch.searchsorted(cum, torch.tensor(k)).item())  # first bin where the count reaches k
-    before = int(cum[b - 1]) if b else 0
-    if k <= before:
-        return b * width
+    lo, hi = b * width, ((b + 1) * width if b < _BINS - 1 else float("inf"))
+    below = sum(_each_layer(lambda item: int(torch.count_nonzero(_rows(item[1]).abs() < lo)), targets))
 
     def inside(item):
-        a = _rows(item[1]).abs().float().reshape(-1)
-        return a[(a / width).long().clamp_(max=_BINS - 1) == b].cpu()
+        a = _rows(item[1]).abs()
+        return a[(a >= lo) & (a < hi)].cpu()
 
-    return float(torch.kthvalue(torch.cat(list(_each_layer(inside, targets))), k - before).values)
+    candidates = torch.cat(list(_each_layer(inside, targets)))
+    need = k - below
+    if need <= 0 or candidates.numel() == 0:  # float rounding at a bin edge: the edge is the answer
+        return lo
+    return float(torch.kthvalue(candidates, min(need, candidates.numel())).values)
 
 
 def _prune_global(w, threshold: float) -> None:
