@@ -121,7 +121,11 @@ def _print_results(report) -> None:
         _show(gates)
     rows = stages(report)
     if rows:
-        table = Table(title="Summary")
+        # The two steps measure perplexity differently (see the caption); say so rather than
+        # invite a comparison across them.
+        table = Table(title="Summary", caption="perplexity: optimize rows score each held-out sample from its "
+                      "start; export rows score the held-out text as one stream in fixed windows (more context, "
+                      "lower figures). Compare within a kind of step, not across.")
         for col in ("stage", "perplexity", "sparsity", "size", "decode tok/s", "vs PyTorch"):
             table.add_column(col, justify="left" if col == "stage" else "right")
         for r in rows:
