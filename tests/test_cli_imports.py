@@ -46,6 +46,8 @@ def test_light_commands_do_not_import_the_heavy_stack(args, rc):
     code, modules = imported_by(args)
     assert code == rc
     assert not modules & set(HEAVY), f"gptctl {' '.join(args)} imported {sorted(modules & set(HEAVY))}"
+    # pydantic alone is ~0.15 s of start-up (import + model build): select's options are LightOptions.
+    assert "pydantic" not in modules, f"gptctl {' '.join(args)} imported pydantic"
 
 
 def test_select_and_catalog_cli_modules_are_light_at_import():
@@ -54,3 +56,34 @@ def test_select_and_catalog_cli_modules_are_light_at_import():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
     top = set(json.loads(out))
     assert not top & {"pydantic", "yaml", *HEAVY}, sorted(top & {"pydantic", "yaml", *HEAVY})
+
+
+def full_modules(args):
+    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], capture_output=True, text=True, timeout=120)
+    line = [ln for ln in proc.stderr.splitlines() if ln.startswith("MODULES:")]
+    assert line, proc.stderr
+    return proc.returncode, set(json.loads(line[-1][len("MODULES:"):])), proc.stdout
+
+
+def test_help_skips_rich_markdown_and_traceback():
+    # typer.rich_utils imports both at module level but gptctl's help never uses them (~90 ms).
+    code, modules, out = full_modules(["--help"])
+    assert code == 0 and "select" in out
+    assert "typer.rich_utils" in modules
+    assert not modules & {"rich.markdown", "rich.traceback", "markdown_it", "pygments"}, sorted(modules & {"rich.markdown", "rich.traceback", "markdown_it", "pygments"})
+
+
+def test_stand_ins_leave_the_real_modules_importable():
+    # After the help renderer is loaded, importing rich.markdown / rich.traceback gives the real
+    # modules, and typer's stand-ins build real objects.
+    code = (
+        "from gptctl.cli.app import _import_typer_rich_utils as f; f()\n"
+        "import rich.markdown, rich.traceback, typer.rich_utils as ru\n"
+        "assert rich.markdown.Markdown.__module__ == 'rich.markdown', rich.markdown.Markdown\n"
+        "assert type(ru.Markdown('*x*')).__module__ == 'rich.markdown'\n"
+        "try:\n    1/0\nexcept ZeroDivisionError as e:\n    tb = ru.Traceback.from_exception(type(e), e, e.__traceback__)\n"
+        "assert type(tb).__module__ == 'rich.traceback'\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "ok", proc.stderr

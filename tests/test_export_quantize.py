@@ -39,6 +39,29 @@ def test_quantized_export_reports_perplexity(bits, tiny_llama, tmp_path):
     ORTModelForCausalLM.from_pretrained(out)  # still a loadable artifact
 
 
+@pytest.mark.parametrize("head_bits", [4, 8])
+def test_lm_head_bits(head_bits, tiny_llama, tmp_path):
+    # int4 keeps the LM head at 8 bits by default (quality); --head-bits 4 makes it 4-bit like the rest.
+    import onnx
+
+    from gptctl.export import export_model
+
+    out = tmp_path / "onnx"
+    manifest = export_model({"model": str(tiny_llama), "output": str(out), "quantize": "int4", "head_bits": head_bits})
+    assert manifest["quantization"]["lm_head_bits"] == head_bits
+    graph = onnx.load(str(out / "model.onnx"), load_external_data=False)
+    head = {o: n for n in graph.graph.node for o in n.output}["logits"]
+    assert head.op_type == "MatMulNBits" and {a.name: a.i for a in head.attribute}["bits"] == head_bits
+
+
+def test_head_bits_4_needs_int4(tiny_llama, tmp_path):
+    from gptctl.errors import BadInput
+    from gptctl.export import export_model
+
+    with pytest.raises(BadInput, match="head-bits 4 only applies with --quantize int4"):
+        export_model({"model": str(tiny_llama), "output": str(tmp_path / "o"), "quantize": "int8", "head_bits": 4})
+
+
 def test_eval_data_problems_are_bad_input(tiny_llama, tmp_path):
     from gptctl.errors import BadInput
     from gptctl.export import export_model

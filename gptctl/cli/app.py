@@ -90,5 +90,55 @@ def _register() -> None:
 _register()
 
 
+def _real(module: str, name: str):
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+class _Markdown:  # stands in for rich.markdown.Markdown inside typer.rich_utils
+    def __new__(cls, *args, **kwargs):
+        return _real("rich.markdown", "Markdown")(*args, **kwargs)
+
+
+class _Traceback:  # stands in for rich.traceback.Traceback inside typer.rich_utils
+    def __new__(cls, *args, **kwargs):
+        return _real("rich.traceback", "Traceback")(*args, **kwargs)
+
+    @classmethod
+    def from_exception(cls, *args, **kwargs):
+        return _real("rich.traceback", "Traceback").from_exception(*args, **kwargs)
+
+
+def _import_typer_rich_utils() -> None:
+    """Import typer's help renderer without `rich.markdown` and `rich.traceback`.
+
+    typer.rich_utils imports both at module level, but uses Markdown only under
+    rich_markup_mode="markdown" (gptctl uses "rich") and Traceback only for pretty exceptions
+    (disabled here); importing them (markdown_it, pygments) is ~90 ms of the 0.3 s `gptctl --help`
+    budget. Placeholder modules stand in while typer.rich_utils is imported and are removed right
+    after, so anyone else importing rich.markdown or rich.traceback gets the real module; the
+    placeholder classes build the real objects on first use, so behaviour is unchanged either way.
+    """
+    import sys
+    import types
+
+    stand_ins = {"rich.markdown": ("Markdown", _Markdown), "rich.traceback": ("Traceback", _Traceback)}
+    if "typer.rich_utils" in sys.modules:
+        return
+    placed = {}
+    for module, (name, cls) in stand_ins.items():
+        if module not in sys.modules:
+            placed[module] = sys.modules[module] = types.ModuleType(module)
+            setattr(placed[module], name, cls)
+    try:
+        import typer.rich_utils  # noqa: F401
+    finally:
+        for module, placeholder in placed.items():
+            if sys.modules.get(module) is placeholder:
+                del sys.modules[module]
+
+
 def main() -> None:
+    _import_typer_rich_utils()
     app()

@@ -198,7 +198,8 @@ def _export_into(work: Path, opts: ExportOptions, source: Any, eval_text: str | 
 
         progress.info(f"quantizing weights to {opts.quantize} (MatMulNBits, block {opts.block_size})")
         t = time.perf_counter()
-        qproto, report = quantize_weights(proto, bits=4 if opts.quantize == "int4" else 8, block_size=opts.block_size)
+        qproto, report = quantize_weights(proto, bits=4 if opts.quantize == "int4" else 8, block_size=opts.block_size,
+                                         head_bits=opts.head_bits)
         del proto
         ox.save_onnx(qproto, work / ox.MODEL_FILE)
         del qproto

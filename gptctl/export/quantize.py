@@ -24,16 +24,17 @@ PPL_WINDOW = 256  # tokens per perplexity window (non-overlapping)
 PPL_MAX_TOKENS = 4096
 
 
-def quantize_weights(proto: Any, *, bits: int, block_size: int, quantize_embedding: bool = True) -> tuple[Any, dict[str, Any]]:
-    """Quantize every MatMul weight to `bits` (the LM head to 8 bits, symmetric), and with int4 the
-    embedding table too (GatherBlockQuantized); return (graph, report)."""
+def quantize_weights(proto: Any, *, bits: int, block_size: int, quantize_embedding: bool = True,
+                     head_bits: int = 8) -> tuple[Any, dict[str, Any]]:
+    """Quantize every MatMul weight to `bits` (the LM head to `head_bits`, symmetric, 8 by default),
+    and with int4 the embedding table too (GatherBlockQuantized); return (graph, report)."""
     from gptctl.export.nbits import replace_matmuls
 
     lm_head = _lm_head_weight(proto)
     matmuls = sum(1 for n in proto.graph.node if n.op_type == "MatMul")
-    # The LM head gets 8 bits even in int4 mode: at 4 bits it alone cost SmolLM2-135M +7% perplexity,
-    # at 8 bits nothing measurable, for 28 MB instead of 14 MB (vs 113 MB left in fp32).
-    head = {lm_head: 8} if lm_head else {}
+    # The LM head gets 8 bits even in int4 mode unless asked: at 4 bits it alone cost SmolLM2-135M
+    # +7% perplexity, at 8 bits nothing measurable, for 28 MB instead of 14 MB (vs 113 MB in fp32).
+    head = {lm_head: max(bits, head_bits)} if lm_head else {}
     report = replace_matmuls(proto, bits=bits, block_size=block_size, accuracy_level=ACCURACY_LEVEL, bits_for=head,
                              symmetric_for=set(head))
     if bits == 4 and quantize_embedding:
