@@ -3,7 +3,8 @@
 Measures, in one run on this machine:
   * export wall time of `gptctl export` vs `optimum-cli export onnx` on the same HF directory (side by side);
   * fp32 decode tokens/s vs PyTorch eager `generate` (same run), and vs the memory roof
-    (fp32 weight bytes / memory bandwidth measured here with a large numpy copy on 2 threads);
+    (fp32 weight bytes / read bandwidth measured here on 2 threads: the faster of ONNX Runtime's
+    MatMul streaming 256 MB of weights and a numpy streaming read);
   * int4 (MatMulNBits, LM head included) decode vs PyTorch eager, and its perplexity vs fp32;
   * the int8 choice: MatMulNBits int8 vs plain `quantize_dynamic` (MatMulInteger), both measured.
 
@@ -52,6 +53,50 @@ def memory_bandwidth_gbs(threads: int, mb: int = 512, repeats: int = 5) -> float
             list(pool.map(copy, bounds))
             dt = time.perf_counter() - t0
             best = max(best, 2 * src.nbytes / dt / 1e9)
+    return best
+
+
+def numpy_read_gbs(threads: int, mb: int = 512, repeats: int = 5) -> float:
+    """Best-of streaming read rate: a dot product of each thread's half of a large array with itself."""
+    import numpy as np
+
+    a = np.ones(mb * 1024 * 1024 // 4, dtype=np.float32)
+    bounds = [(i * a.size // threads, (i + 1) * a.size // threads) for i in range(threads)]
+    best = 0.0
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda b: float(np.dot(a[b[0]:b[1]], a[b[0]:b[1]])), bounds))
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            list(pool.map(lambda b: float(np.dot(a[b[0]:b[1]], a[b[0]:b[1]])), bounds))
+            best = max(best, a.nbytes / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def matmul_read_gbs(threads: int, mb: int = 256, repeats: int = 10) -> float:
+    """Weight-streaming bandwidth through ONNX Runtime's own fp32 MatMul, the op fp32 decode runs:
+    a [1, K] x [K, N] product over a matrix far larger than any cache, best of `repeats`."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    k = 576
+    n = mb * 1024 * 1024 // (4 * k)
+    w = np.random.default_rng(0).standard_normal((k, n), dtype=np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "w"], ["y"])], "gemv",
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])], [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+    session = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    a = np.ones((1, k), dtype=np.float32)
+    session.run(None, {"a": a})
+    best = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        session.run(None, {"a": a})
+        best = max(best, w.nbytes / (time.perf_counter() - t0) / 1e9)
     return best
 
 
@@ -107,8 +152,15 @@ def main() -> None:
     load = os.getloadavg()
     print(f"machine: {os.cpu_count()} cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at start")
     hf = hf_dir_from_gguf(work)
-    bandwidth = memory_bandwidth_gbs(args.threads)
-    print(f"memory bandwidth (numpy copy, {args.threads} threads, read+write): {bandwidth:.1f} GB/s")
+    # Decode reads the weights once per token, so the roof is a *read* rate: the faster of ONNX
+    # Runtime's MatMul streaming 256 MB of weights and a numpy streaming read (the stricter target).
+    # A numpy copy is printed for reference; it counts bytes read plus written, not a read rate.
+    copy_bw = memory_bandwidth_gbs(args.threads)
+    gemv_bw = matmul_read_gbs(args.threads)
+    read_bw = numpy_read_gbs(args.threads)
+    bandwidth = max(gemv_bw, read_bw)
+    print(f"memory bandwidth, {args.threads} threads: ONNX Runtime MatMul streaming 256 MB of weights {gemv_bw:.1f} GB/s, "
+          f"numpy streaming read {read_bw:.1f} GB/s, numpy copy (read+write) {copy_bw:.1f} GB/s -> roof uses {bandwidth:.1f} GB/s")
 
     # 1. Export wall time, side by side on the same HF directory (gptctl's includes its validation).
     fp32 = work / "fp32"
@@ -183,7 +235,7 @@ def main() -> None:
           f"-> {100 * (m4['ppl_ratio'] - 1):+.1f}% (target <= +5%)  [int4 export {t_int4:.1f} s]")
     if fused:
         print(f"fp32 --optimize decode: {fused['decode_tokens_per_s']:.1f} tok/s ({fused['decode_tokens_per_s'] / pt32['decode_tokens_per_s']:.2f}x "
-              f"the fp32 run's eager); fusions {fused['optimization'].get('fused')}")
+              f"the fp32 run's eager) -> {fused['decode_tokens_per_s'] / roof:.0%} of roof; fusions {fused['optimization'].get('fused')}")
     if fused4:
         c, p = fused4["cpu"], fused4["pytorch"]
         print(f"int4 --optimize decode: {c['decode_tokens_per_s']:.1f} tok/s = {c['decode_speedup_vs_pytorch']:.2f}x eager "
@@ -197,7 +249,7 @@ def main() -> None:
             print(f"  {name} {key}: session {e.get('session_s')} s, prefill p50 ms {cells}, decode runs {e.get('decode_tokens_per_s_runs')}, "
                   f"peak RSS {e.get('peak_rss_mb')} MB")
     (work / "summary.json").write_text(json.dumps({
-        "bandwidth_gbs": bandwidth, "roof_tokens_per_s": roof, "export_wall_s": {"gptctl": t_gptctl, "optimum_cli": t_optimum},
+        "bandwidth_gbs": bandwidth, "bandwidth_copy_gbs": copy_bw, "bandwidth_matmul_gbs": gemv_bw, "bandwidth_read_gbs": read_bw, "roof_tokens_per_s": roof, "export_wall_s": {"gptctl": t_gptctl, "optimum_cli": t_optimum},
         "fp32": b32, "int4": b4, "int4_metrics": m4, "int8": int8_rates, "fp32_optimize": fused, "int4_optimize": fused4}, indent=2, default=str))
 
 

@@ -225,10 +225,13 @@ def check_entry(raw: Any, path: tuple, problems: list, origin: str | None = None
         except ValueError as exc:
             problems.append((path + ("params",), str(exc)))
 
-    for key, rx, what in _TOKEN_FIELDS:
+    for key, rx, what, seen in _TOKEN_FIELDS:
         v = g(key)
         if v is not None:
-            if isinstance(v, str) and rx.match(v):
+            if type(v) is str and v in seen:  # a catalog repeats a few families, architectures, licenses
+                out[key] = v
+            elif isinstance(v, str) and rx.match(v):
+                seen.add(v)
                 out[key] = v
             else:
                 problems.append((path + (key,), f"expected {what}, got {v!r}"))
@@ -327,10 +330,15 @@ def check_entry(raw: Any, path: tuple, problems: list, origin: str | None = None
 
 
 _FIELD_SET = frozenset(FIELDS)
-_TOKEN_FIELDS = (("family", _FAMILY, "a family name"), ("architecture", _NAME, "a lower-case model_type (e.g. llama, gpt_neox)"),
-                 ("license", _NAME, "a lower-case license id (e.g. apache-2.0, mit, llama3.2, other)"))
+# (field, pattern, what it should be, values already seen to match: checked once per catalog load)
+_TOKEN_FIELDS = (("family", _FAMILY, "a family name", set()),
+                 ("architecture", _NAME, "a lower-case model_type (e.g. llama, gpt_neox)", set()),
+                 ("license", _NAME, "a lower-case license id (e.g. apache-2.0, mit, llama3.2, other)", set()))
 _LIST_FIELDS = (("tasks", TASKS, frozenset(TASKS), None), ("domains", DOMAINS, frozenset(DOMAINS), None),
                 ("languages", None, None, _LANG))
+
+
+_LANGS_OK: set[str] = set()  # language codes already seen to match _LANG (a catalog repeats a few)
 
 
 def _good_list(v: Any, allowed_set: frozenset | None, check: Any) -> bool:
@@ -344,13 +352,22 @@ def _good_list(v: Any, allowed_set: frozenset | None, check: Any) -> bool:
         return False
     if allowed_set is not None:
         return allowed_set.issuperset(v)
-    return all(type(x) is str and check.match(x) for x in v)
+    if _LANGS_OK.issuperset(v):
+        return True
+    if all(type(x) is str and check.match(x) for x in v):
+        _LANGS_OK.update(v)
+        return True
+    return False
 _METRIC_SET = frozenset(METRICS)
+_NUMBER_TYPES = {int, float}  # not bool: type(True) is bool
 
 
 def _good_metrics(v: dict) -> bool:
     """Every key a known metric and every score a number in 0-100 (the common case, checked fast)."""
-    return _METRIC_SET.issuperset(v) and all(type(x) in (int, float) and 0 <= x <= 100 for x in v.values())
+    if not _METRIC_SET.issuperset(v):
+        return False
+    values = v.values()
+    return not values or ({type(x) for x in values} <= _NUMBER_TYPES and 0 <= min(values) and max(values) <= 100)
 
 
 def _release(v: Any) -> str | None:

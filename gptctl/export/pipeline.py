@@ -62,6 +62,7 @@ def export_model(options: ExportOptions | dict[str, Any], progress: Progress | N
             extra["quantization"] = result["quantization"]
         if result.get("optimization"):
             extra["optimization"] = result["optimization"]
+        extra["shape_sharing"] = result["shape_sharing"]
         if opts.benchmark:
             from gptctl.bench.runner import run_benchmark
 
@@ -155,6 +156,13 @@ def _export_into(work: Path, opts: ExportOptions, source: Any, eval_text: str | 
         t = time.perf_counter()
         proto, result["optimization"] = optimize_transformer(proto, config)
         metrics["optimize_s"] = round(time.perf_counter() - t, 3)
+
+    # Every layer repeats the same shape arithmetic; let ONNX Runtime merge it (gptctl.export.shapes).
+    from gptctl.export.shapes import share_shape_computations
+
+    t = time.perf_counter()
+    result["shape_sharing"] = share_shape_computations(proto)
+    metrics["shape_sharing_s"] = round(time.perf_counter() - t, 3)
 
     staged = quantizing or opts.dtype == "fp16"
     fp32_path = (work / ".fp32" / ox.MODEL_FILE) if staged else (work / ox.MODEL_FILE)
