@@ -66,6 +66,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=12)
     args = ap.parse_args()
+    if not (Path(args.artifact) / "model.onnx").is_file():
+        sys.exit(f"{args.artifact}/model.onnx not found: run benchmarks/bench_export.py first (it writes it), "
+                 "or pass --artifact with an fp32 `gptctl export` directory")
     import numpy as np
     import onnxruntime as ort
 
