@@ -14,7 +14,18 @@ import dataclasses
 from typing import Any, Callable, ClassVar, TypeVar
 
 from gptctl.errors import BadInput
-from gptctl.yamlfile import did_you_mean, format_path
+
+
+def did_you_mean(word, choices) -> str:
+    from gptctl.yamlfile import did_you_mean as dym  # imports PyYAML: only on the error path
+
+    return dym(word, choices)
+
+
+def format_path(path) -> str:
+    from gptctl.yamlfile import format_path as fp
+
+    return fp(path)
 
 T = TypeVar("T")
 

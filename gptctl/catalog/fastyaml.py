@@ -104,9 +104,18 @@ def _bool_scalar(text: str, word: str) -> bool:
     return False
 
 
+# Every character a YAML 1.1 or 1.2 number, date or time can contain: digits, signs, '.', '_', ':',
+# and the letters of exponents, 0x/0o/0b prefixes, hex digits, .inf/.nan and timestamps.
+_SCALAR_CHARS = frozenset("0123456789.+-_:eExXoObBaAcCdDfFiInNtTzZ")
+
+
 def _numberish(token: str) -> bool:
+    """Could this token be (part of) a plain scalar that one library reads as a number, a date or a
+    time? Not if it holds a character no such form uses ("78.2%", "25.0)", "5-shot"): both read a string."""
     c = token[0]
-    return c.isdigit() or (len(token) > 1 and c in "+-." and (token[1].isdigit() or token[1] == "."))
+    if not (c.isdigit() or (len(token) > 1 and c in "+-." and (token[1].isdigit() or token[1] == "."))):
+        return False
+    return _SCALAR_CHARS.issuperset(token)
 
 
 def _agree(token: str, yaml_rs) -> bool:
