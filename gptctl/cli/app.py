@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -38,14 +38,62 @@ class _LazyGroup(TyperGroup):
         return self._load().get_command(ctx, cmd_name)
 
 
+# Commands whose modules are imported only when the command runs (or its own --help is asked for):
+# name -> (module, function, whose docstring is the help: "module" or "function", the one-line help
+# `gptctl --help` lists). Typer turns a function's
+# signature into click parameters when the app is built, and importing and converting every command
+# costs ~50 ms of each start-up. tests/test_cli_imports.py checks each line against the docstring.
+LAZY_COMMANDS = {
+    "select": ("gptctl.cli.select", "select_command", "module", "Rank the catalog's models for your constraints, and explain the ranking."),
+    "export": ("gptctl.cli.export", "export_command", "module",
+               "Export a model to a validated ONNX artifact (KV cache), optionally quantized and benchmarked."),
+    "bench": ("gptctl.cli.export", "bench_command", "function",
+              "Benchmark an existing export artifact per execution provider, with PyTorch eager as baseline."),
+    "run": ("gptctl.cli.run", "run_command", "module",
+            "Run a YAML recipe: select -> optimize -> export, cached, resumable, with gates for CI."),
+}
+LAZY_GROUPS = {
+    "catalog": ("gptctl.cli.catalog", "Inspect and check model catalogs (the bundled one, --catalog FILE, or $GPTCTL_CATALOG)."),
+    "optimize": ("gptctl.cli.optimize", "Adapt (LoRA, prompt tuning) or shrink (pruning) a causal LM; perplexity before and after."),
+}
+
+
 class _RootGroup(TyperGroup):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.add_command(
-            _LazyGroup("optimize", "gptctl.cli.optimize",
-                       "Adapt (LoRA, prompt tuning) or shrink (pruning) a causal LM; perplexity before and after."),
-            "optimize",
-        )
+        for name, (module, help) in LAZY_GROUPS.items():
+            self.add_command(_LazyGroup(name, module, help), name)
+        self._loaded: dict[str, Any] = {}
+        self._listing = False
+
+    def list_commands(self, ctx):  # type: ignore[override]
+        return list(LAZY_COMMANDS) + [n for n in super().list_commands(ctx) if n not in LAZY_COMMANDS]
+
+    def get_command(self, ctx, cmd_name):  # type: ignore[override]
+        if cmd_name not in LAZY_COMMANDS:
+            return super().get_command(ctx, cmd_name)
+        module, func, doc_from, help = LAZY_COMMANDS[cmd_name]
+        if self._listing:  # the root help lists commands by their one-line help: no import needed
+            from typer.core import TyperCommand
+
+            return TyperCommand(cmd_name, help=help)
+        if cmd_name not in self._loaded:
+            import importlib
+
+            mod = importlib.import_module(module)
+            one = typer.Typer(add_completion=False, rich_markup_mode="rich",
+                              context_settings={"help_option_names": ["-h", "--help"]})
+            fn = getattr(mod, func)
+            one.command(cmd_name, help=mod.__doc__ if doc_from == "module" else fn.__doc__)(fn)
+            self._loaded[cmd_name] = typer.main.get_command(one)
+        return self._loaded[cmd_name]
+
+    def format_help(self, ctx, formatter):  # type: ignore[override]
+        self._listing = True
+        try:
+            return super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
 
 
 app = typer.Typer(
@@ -73,21 +121,6 @@ def _root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
 ) -> None:
     common.DEBUG["on"] = debug
-
-
-def _register() -> None:
-    # Each command lives in its own light module; heavy libraries are imported inside the commands.
-    from gptctl.cli import catalog, export, run, select
-
-    app.command("select", help=select.__doc__)(select.select_command)
-    app.add_typer(catalog.app, name="catalog")
-    # `optimize` is added lazily by _RootGroup.
-    app.command("export", help=export.__doc__)(export.export_command)
-    app.command("bench", help=export.bench_command.__doc__)(export.bench_command)
-    app.command("run", help=run.__doc__)(run.run_command)
-
-
-_register()
 
 
 def _real(module: str, name: str):
