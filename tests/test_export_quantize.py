@@ -124,3 +124,23 @@ def test_rtn_roundtrip_error_is_within_half_a_step():
         back = dequantize(parts, 64, 24, bits, 32)
         step = parts["scales"].reshape(24, 2).max()
         assert np.abs(back - w).max() <= step / 2 + 1e-6
+
+
+def test_export_perplexity_is_optimize_perplexity(tiny_llama, tmp_path):
+    # One definition across the pipeline: the fp32 graph's perplexity on --eval-data equals what
+    # `gptctl optimize` measures for the same weights on the same file (PyTorch), up to float error.
+    from gptctl.export import export_model
+    from gptctl.model_source import load_causal_lm, load_tokenizer, resolve_model
+    from gptctl.optimize.data import read_records, tokenize
+    from gptctl.optimize.evaluate import perplexity
+
+    eval_file = tmp_path / "eval.txt"
+    eval_file.write_text(EVAL_TEXT.replace(". ", ".\n\n"))  # several samples, one per paragraph
+    source = resolve_model(str(tiny_llama))
+    tok = load_tokenizer(source)
+    data = tokenize(read_records(eval_file), tok, max_length=512, packing=False, path=str(eval_file), for_eval=True)
+    torch_ppl = perplexity(load_causal_lm(source), data, batch_size=4, pad_id=tok.pad_token_id or 0)
+    m = export_model({"model": str(tiny_llama), "output": str(tmp_path / "o"), "quantize": "int8",
+                      "eval_data": str(eval_file)})["metrics"]
+    assert len(data.samples) > 3 and m["eval_tokens"] == torch_ppl["tokens"]
+    assert m["ppl_fp32"] == pytest.approx(torch_ppl["ppl"], rel=1e-4)

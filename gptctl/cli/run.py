@@ -121,11 +121,10 @@ def _print_results(report) -> None:
         _show(gates)
     rows = stages(report)
     if rows:
-        # The two steps measure perplexity differently (see the caption); say so rather than
-        # invite a comparison across them.
-        table = Table(title="Summary", caption="perplexity: optimize rows score each held-out sample from its "
-                      "start; export rows score the held-out text as one stream in fixed windows (more context, "
-                      "lower figures). Compare within a kind of step, not across.")
+        # optimize and export score perplexity the same way (token-weighted over the held-out
+        # samples, each from its start), so the column compares down the whole pipeline.
+        table = Table(title="Summary", caption="perplexity: token-weighted over each step's held-out samples, "
+                      "each scored from its start (optimize and export alike)")
         for col in ("stage", "perplexity", "sparsity", "size", "decode tok/s", "vs PyTorch"):
             table.add_column(col, justify="left" if col == "stage" else "right")
         for r in rows:

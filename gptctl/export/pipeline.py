@@ -39,13 +39,13 @@ def export_model(options: ExportOptions | dict[str, Any], progress: Progress | N
                        "use --task text-generation-with-past (the default)")
     if opts.task == "feature-extraction" and source.is_adapter:
         raise BadInput("feature-extraction exports take a full model, not an adapter", "pass the base model directory")
-    eval_text = None
+    eval_records = None
     if opts.eval_data:
-        from gptctl.export.quantize import load_eval_text
+        from gptctl.export.quantize import load_eval_records
 
         if opts.task == "feature-extraction":
             raise BadInput("--eval-data (perplexity) needs a text-generation task")
-        eval_text = load_eval_text(opts.eval_data)
+        eval_records = load_eval_records(opts.eval_data)
     probes = None
     if opts.require_provider:
         from gptctl.bench.runner import check_required, resolve_providers
@@ -54,7 +54,7 @@ def export_model(options: ExportOptions | dict[str, Any], progress: Progress | N
         check_required(probes, list(opts.require_provider))
 
     with atomic_output_dir(target) as work:
-        result = _export_into(work, opts, source, eval_text, progress)
+        result = _export_into(work, opts, source, eval_records, progress)
         metrics = result["metrics"]
         metrics["export_wall_s"] = round(time.perf_counter() - started, 3)
         extra: dict[str, Any] = {"validation": result["validation"]}
@@ -122,7 +122,7 @@ def _load(source: Any, opts: ExportOptions, progress: Progress) -> dict[str, Any
     return out
 
 
-def _export_into(work: Path, opts: ExportOptions, source: Any, eval_text: str | None, progress: Progress) -> dict[str, Any]:
+def _export_into(work: Path, opts: ExportOptions, source: Any, eval_records: list | None, progress: Progress) -> dict[str, Any]:
     from gptctl.export import onnx_export as ox
     from gptctl.export.validate import raise_if_failed, validate_decoder, validate_encoder
 
@@ -190,11 +190,11 @@ def _export_into(work: Path, opts: ExportOptions, source: Any, eval_text: str | 
     result["validation"] = validation
 
     eval_ids = None
-    if eval_text is not None:
-        from gptctl.export.quantize import eval_token_ids, perplexity_onnx
+    if eval_records is not None:
+        from gptctl.export.quantize import eval_samples, perplexity_onnx
 
-        eval_ids = eval_token_ids(tokenizer, eval_text, vocab_size=vocab)
-        progress.info(f"perplexity of the fp32 graph on {len(eval_ids)} tokens")
+        eval_ids = eval_samples(tokenizer, eval_records, vocab_size=vocab, path=opts.eval_data)
+        progress.info(f"perplexity of the fp32 graph on {len(eval_ids)} sequences")
         ppl = perplexity_onnx(fp32_lm, eval_ids)
         metrics["ppl_fp32"] = ppl["ppl"]
         metrics["eval_tokens"] = ppl["tokens"]

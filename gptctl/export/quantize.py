@@ -20,8 +20,7 @@ from gptctl.errors import BadInput
 # accuracy_level 4: activations are quantized to int8 per block inside MatMulNBits on CPU, which is what
 # makes int4/int8 decode fast there; GPU kernels ignore it.
 ACCURACY_LEVEL = 4
-PPL_WINDOW = 256  # tokens per perplexity window (non-overlapping)
-PPL_MAX_TOKENS = 4096
+PPL_MAX_LENGTH = 512  # longest evaluation sequence, as `gptctl optimize --max-length` defaults to
 
 
 def quantize_weights(proto: Any, *, bits: int, block_size: int, quantize_embedding: bool = True,
@@ -81,54 +80,48 @@ def _lm_head_weight(proto: Any) -> str | None:
     return None
 
 
-def load_eval_text(spec: str) -> str:
-    """Evaluation text from a .txt file, a .jsonl file (field "text") or pkg:PACKAGE/FILE."""
+def load_eval_records(spec: str) -> list:
+    """Evaluation data, read exactly as `gptctl optimize --eval-data` reads it (.txt: samples separated
+    by blank lines; .jsonl: text, prompt/completion or chat records), from a path or pkg:PACKAGE/FILE."""
     from gptctl.model_source import package_data_file
+    from gptctl.optimize.data import read_records
 
     path = package_data_file(spec) if spec.startswith("pkg:") else Path(spec).expanduser()
-    if not path.is_file():
-        raise BadInput(f"--eval-data {spec}: no such file", "pass a .txt file or a .jsonl file with a 'text' field")
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"--eval-data {spec}: cannot read: {exc}") from exc
-    if path.suffix == ".jsonl":
-        texts = []
-        for i, line in enumerate(raw.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BadInput(f"{path}:{i}: not valid JSON: {exc}") from exc
-            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-                raise BadInput(f"{path}:{i}: no string field 'text'", "each line must be an object with a 'text' field")
-            texts.append(row["text"])
-        raw = "\n\n".join(texts)
-    if not raw.strip():
-        raise BadInput(f"--eval-data {spec} is empty", "pass some text to measure perplexity on")
-    return raw
+    return read_records(path, flag="--eval-data")
 
 
-def eval_token_ids(tokenizer: Any, text: str, *, vocab_size: int, max_tokens: int = PPL_MAX_TOKENS) -> np.ndarray:
-    ids = [i for i in tokenizer(text, add_special_tokens=False)["input_ids"] if 0 <= i < vocab_size][:max_tokens]
-    if len(ids) < 8:
-        raise BadInput(f"evaluation text has only {len(ids)} tokens", "pass at least a few sentences")
-    return np.asarray(ids, dtype=np.int64)
+def eval_samples(tokenizer: Any, records: list, *, vocab_size: int, path: str, max_length: int = PPL_MAX_LENGTH) -> list:
+    """Tokenised evaluation sequences, as `gptctl optimize` builds them (same special tokens, same
+    labelled positions, samples longer than `max_length` cut into consecutive windows)."""
+    from gptctl.optimize.data import tokenize
+
+    samples = tokenize(records, tokenizer, max_length=max_length, packing=False, path=path, for_eval=True).samples
+    bad = [s.line for s in samples if max(s.input_ids) >= vocab_size]
+    if bad:
+        raise BadInput(f"{path}:{bad[0]}: the tokenizer produces ids beyond the model's vocabulary ({vocab_size})",
+                       "the tokenizer and the model do not match")
+    return samples
 
 
-def perplexity_onnx(lm: Any, ids: np.ndarray, *, window: int = PPL_WINDOW) -> dict[str, Any]:
-    """Perplexity of an exported decoder (an open `OrtCausalLM`) over non-overlapping windows,
-    each from an empty cache."""
+def perplexity_onnx(lm: Any, samples: list) -> dict[str, Any]:
+    """Token-weighted perplexity of an exported decoder (an open `OrtCausalLM`) over `samples`, each
+    scored from its start with an empty cache: the definition `gptctl optimize` uses, so the figures
+    of the two steps compare (on the same data, fp32 ONNX reproduces the PyTorch figure)."""
+    from gptctl.optimize.data import IGNORE
+
     nll, count = 0.0, 0
-    for start in range(0, len(ids) - 1, window):
-        chunk = ids[start:start + window]
-        if len(chunk) < 2:
-            break
-        out, _ = lm.forward(chunk[None, :])
-        logits = np.asarray(out["logits"][0, :-1], dtype=np.float64)
+    for s in samples:
+        ids = np.asarray(s.input_ids, dtype=np.int64)
+        targets = np.asarray(s.labels[1:], dtype=np.int64)
+        keep = targets != IGNORE
+        if not keep.any():
+            continue
+        out, _ = lm.forward(ids[None, :])
+        logits = np.asarray(out["logits"][0, :-1], dtype=np.float64)[keep]
         logits -= logits.max(-1, keepdims=True)
         logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-        nll -= float(logp[np.arange(len(chunk) - 1), chunk[1:]].sum())
-        count += len(chunk) - 1
-    return {"ppl": round(math.exp(nll / count), 4), "tokens": count, "window": window}
+        nll -= float(logp[np.arange(len(logp)), targets[keep]].sum())
+        count += int(keep.sum())
+    if count == 0:
+        raise BadInput("the evaluation data has no token to score", "pass a few sentences of text")
+    return {"ppl": round(math.exp(min(nll / count, 700.0)), 4), "tokens": count, "sequences": len(samples)}
