@@ -205,3 +205,6 @@ class SelectOptions(LightOptions):
         d = self.model_dump(include={"domain", "max_params", "min_params", "license", "task", "language",
                                      "min_context", "instruct", "metric", "architecture", "exportable"})
         return {k: v for k, v in d.items() if v is not None and v != [] and not (k == "exportable" and v is False)}
+
+
+SelectOptions._fields()  # fill model_fields now that the dataclass decorator has run
