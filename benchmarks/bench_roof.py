@@ -57,7 +57,7 @@ def build():
                               outs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
-    return model, sum(t.raw_data.__len__() for t in inits)
+    return model, sum(len(t.raw_data) for t in inits)
 
 
 def main() -> None:

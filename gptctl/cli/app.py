@@ -40,9 +40,8 @@ class _LazyGroup(TyperGroup):
 
 # Commands whose modules are imported only when the command runs (or its own --help is asked for):
 # name -> (module, function, whose docstring is the help: "module" or "function", the one-line help
-# `gptctl --help` lists). Typer turns a function's
-# signature into click parameters when the app is built, and importing and converting every command
-# costs ~50 ms of each start-up. tests/test_cli_imports.py checks each line against the docstring.
+# `gptctl --help` lists). Typer turns a function's signature into click parameters when the app is
+# built, and importing and converting every command costs ~50 ms of each start-up. tests/test_cli_imports.py checks each line against the docstring.
 LAZY_COMMANDS = {
     "select": ("gptctl.cli.select", "select_command", "module", "Rank the catalog's models for your constraints, and explain the ranking."),
     "export": ("gptctl.cli.export", "export_command", "module",

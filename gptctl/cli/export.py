@@ -25,38 +25,23 @@ _PROVIDER_HELP = "Execution providers to benchmark: cpu, cuda, tensorrt (comma-s
 _REQUIRE_HELP = "Fail (exit 1) unless these providers are really active (not silently on CPU)."
 
 
-# The benchmark flags `export --benchmark` and `bench` share (one definition each; typer needs a fresh
-# OptionInfo per signature, hence functions).
-def _opt_provider():
-    return typer.Option(None, "--provider", help=_PROVIDER_HELP)
+# The benchmark flags `export --benchmark` and `bench` share: one definition each (typer needs a
+# fresh OptionInfo per signature, hence a function).
+_BENCH_FLAGS = {
+    "provider": ("--provider", _PROVIDER_HELP),
+    "require_provider": ("--require-provider", _REQUIRE_HELP),
+    "threads": ("--threads", "Intra-op threads (default: all cores)."),
+    "decode_tokens": ("--decode-tokens", "Tokens per decode measurement (default 64)."),
+    "prompt_lengths": ("--prompt-lengths", "Prefill sequence lengths (default 32,128)."),
+    "batch_sizes": ("--batch-sizes", "Prefill batch sizes (default 1)."),
+    "iterations": ("--iterations", "Timed runs per prefill cell (default 10)."),
+    "warmup": ("--warmup", "Untimed warm-up runs (default 2)."),
+}
 
 
-def _opt_require_provider():
-    return typer.Option(None, "--require-provider", help=_REQUIRE_HELP)
-
-
-def _opt_threads():
-    return typer.Option(None, "--threads", help="Intra-op threads (default: all cores).")
-
-
-def _opt_decode_tokens():
-    return typer.Option(None, "--decode-tokens", help="Tokens per decode measurement (default 64).")
-
-
-def _opt_prompt_lengths():
-    return typer.Option(None, "--prompt-lengths", help="Prefill sequence lengths (default 32,128).")
-
-
-def _opt_batch_sizes():
-    return typer.Option(None, "--batch-sizes", help="Prefill batch sizes (default 1).")
-
-
-def _opt_iterations():
-    return typer.Option(None, "--iterations", help="Timed runs per prefill cell (default 10).")
-
-
-def _opt_warmup():
-    return typer.Option(None, "--warmup", help="Untimed warm-up runs (default 2).")
+def _bench_opt(name: str):
+    flag, help = _BENCH_FLAGS[name]
+    return typer.Option(None, flag, help=help)
 
 
 @handle_errors
@@ -75,14 +60,14 @@ def export_command(
     eval_data: Optional[str] = typer.Option(None, "--eval-data", help="Text (.txt, .jsonl 'text') for perplexity of fp32 vs quantized."),
     greedy_tokens: Optional[int] = typer.Option(None, "--greedy-tokens", help="Greedy tokens that must match PyTorch (default 16)."),
     benchmark: bool = typer.Option(False, "--benchmark", help="Benchmark the artifact per provider vs PyTorch eager."),
-    provider: Optional[List[str]] = _opt_provider(),
-    require_provider: Optional[List[str]] = _opt_require_provider(),
-    threads: Optional[int] = _opt_threads(),
-    decode_tokens: Optional[int] = _opt_decode_tokens(),
-    prompt_lengths: Optional[List[str]] = _opt_prompt_lengths(),
-    batch_sizes: Optional[List[str]] = _opt_batch_sizes(),
-    iterations: Optional[int] = _opt_iterations(),
-    warmup: Optional[int] = _opt_warmup(),
+    provider: Optional[List[str]] = _bench_opt("provider"),
+    require_provider: Optional[List[str]] = _bench_opt("require_provider"),
+    threads: Optional[int] = _bench_opt("threads"),
+    decode_tokens: Optional[int] = _bench_opt("decode_tokens"),
+    prompt_lengths: Optional[List[str]] = _bench_opt("prompt_lengths"),
+    batch_sizes: Optional[List[str]] = _bench_opt("batch_sizes"),
+    iterations: Optional[int] = _bench_opt("iterations"),
+    warmup: Optional[int] = _bench_opt("warmup"),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow custom model code from the model's repo."),
     json_out: bool = typer.Option(False, "--json", help="Print the manifest (with validation and benchmark) as JSON."),
 ) -> None:
@@ -107,14 +92,14 @@ def export_command(
 @handle_errors
 def bench_command(
     artifact: str = typer.Argument(..., help="Directory written by `gptctl export`."),
-    provider: Optional[List[str]] = _opt_provider(),
-    require_provider: Optional[List[str]] = _opt_require_provider(),
-    threads: Optional[int] = _opt_threads(),
-    decode_tokens: Optional[int] = _opt_decode_tokens(),
-    prompt_lengths: Optional[List[str]] = _opt_prompt_lengths(),
-    batch_sizes: Optional[List[str]] = _opt_batch_sizes(),
-    iterations: Optional[int] = _opt_iterations(),
-    warmup: Optional[int] = _opt_warmup(),
+    provider: Optional[List[str]] = _bench_opt("provider"),
+    require_provider: Optional[List[str]] = _bench_opt("require_provider"),
+    threads: Optional[int] = _bench_opt("threads"),
+    decode_tokens: Optional[int] = _bench_opt("decode_tokens"),
+    prompt_lengths: Optional[List[str]] = _bench_opt("prompt_lengths"),
+    batch_sizes: Optional[List[str]] = _bench_opt("batch_sizes"),
+    iterations: Optional[int] = _bench_opt("iterations"),
+    warmup: Optional[int] = _bench_opt("warmup"),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also measure the PyTorch eager baseline."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow custom model code for the baseline."),
     json_out: bool = typer.Option(False, "--json", help="Print the artifact's manifest with the fresh benchmark as JSON."),

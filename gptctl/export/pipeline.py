@@ -189,13 +189,13 @@ def _export_into(work: Path, opts: ExportOptions, source: Any, eval_records: lis
     raise_if_failed(validation)
     result["validation"] = validation
 
-    eval_ids = None
+    eval_data = None
     if eval_records is not None:
         from gptctl.export.quantize import eval_samples, perplexity_onnx
 
-        eval_ids = eval_samples(tokenizer, eval_records, vocab_size=vocab, path=opts.eval_data)
-        progress.info(f"perplexity of the fp32 graph on {len(eval_ids)} sequences")
-        ppl = perplexity_onnx(fp32_lm, eval_ids)
+        eval_data = eval_samples(tokenizer, eval_records, vocab_size=vocab, path=opts.eval_data)
+        progress.info(f"perplexity of the fp32 graph on {len(eval_data)} sequences")
+        ppl = perplexity_onnx(fp32_lm, eval_data)
         metrics["ppl_fp32"] = ppl["ppl"]
         metrics["eval_tokens"] = ppl["tokens"]
 
@@ -213,9 +213,9 @@ def _export_into(work: Path, opts: ExportOptions, source: Any, eval_records: lis
         del qproto
         metrics["quantize_s"] = round(time.perf_counter() - t, 3)
         final_lm, _ = OrtCausalLM.from_path(work / ox.MODEL_FILE, "cpu", threads=threads)
-        if eval_ids is not None:
+        if eval_data is not None:
             progress.info(f"perplexity of the {opts.quantize} graph")
-            ppl = perplexity_onnx(final_lm, eval_ids)
+            ppl = perplexity_onnx(final_lm, eval_data)
             metrics["ppl_quantized"] = ppl["ppl"]
             metrics["ppl_ratio"] = round(ppl["ppl"] / metrics["ppl_fp32"], 4)
             report["ppl_fp32"], report["ppl_quantized"] = metrics["ppl_fp32"], ppl["ppl"]
