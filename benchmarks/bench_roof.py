@@ -73,7 +73,7 @@ def main() -> None:
     import onnxruntime as ort
 
     from bench_export import matmul_read_gbs
-    from gptctl.bench.ort import OrtCausalLM
+    from gptctl.runtime.session import OrtCausalLM
 
     model, weight_bytes = build()
     so = ort.SessionOptions()

@@ -2,7 +2,7 @@
 
 import pytest
 
-from gptctl.bench.providers import PROVIDER_NAMES, create_session, probe_providers
+from gptctl.runtime.providers import PROVIDER_NAMES, create_session, probe_providers
 
 
 def _has_gpu():
@@ -30,7 +30,7 @@ def test_fallback_is_detected_from_session_providers(monkeypatch):
     """A session that silently runs on CPU is not reported under the requested provider's name."""
     import onnxruntime as ort
 
-    from gptctl.bench import providers
+    from gptctl.runtime import providers
 
     class FakeSession:
         def __init__(self, *a, **k):

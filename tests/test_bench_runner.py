@@ -37,7 +37,7 @@ def test_bench_cli_measures_cpu_and_reports_cuda_unavailable(artifact):
 
 
 def test_bench_require_provider_exits_1(artifact):
-    from gptctl.bench.providers import probe_providers
+    from gptctl.runtime.providers import probe_providers
 
     if probe_providers(["cuda"])["cuda"]["available"]:
         pytest.skip("a GPU is present")

@@ -87,7 +87,7 @@ def test_prompt_folding_matches_peft_logits_with_cache(tiny_gpt2, tmp_path):
     """GPT-2 (learned positions): prefill and cached decode logits equal peft's, per step."""
     import torch
 
-    from gptctl.bench.ort import OrtCausalLM
+    from gptctl.runtime.session import OrtCausalLM
     from gptctl.export import export_model
 
     adapter = tmp_path / "prompt-adapter"

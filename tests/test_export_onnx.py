@@ -55,7 +55,7 @@ def test_gptctl_greedy_loop_matches_pytorch(exported):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from gptctl.bench.ort import OrtCausalLM
+    from gptctl.runtime.session import OrtCausalLM
 
     arch, model_dir, out, _ = exported
     lm, info = OrtCausalLM.from_path(out / "model.onnx", "cpu", threads=1)

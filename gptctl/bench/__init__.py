@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gptctl.export.options import BenchOptions
+from gptctl.bench.options import BenchOptions
 
-__all__ = ["BenchOptions", "bench_artifact"]
+__all__ = ["BenchOptions", "bench_artifact", "run_benchmark"]
 
 
 def bench_artifact(options: "BenchOptions | dict[str, Any]", progress: Any = None) -> dict[str, Any]:
@@ -17,3 +17,10 @@ def bench_artifact(options: "BenchOptions | dict[str, Any]", progress: Any = Non
     from gptctl.bench.artifact import bench_artifact as _run
 
     return _run(options, progress)
+
+
+def run_benchmark(artifact: Any, settings: Any, **kwargs: Any) -> dict[str, Any]:
+    """Benchmark a (possibly still unfinished) export directory: see `gptctl.bench.runner.run_benchmark`."""
+    from gptctl.bench.runner import run_benchmark as _run
+
+    return _run(artifact, settings, **kwargs)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from gptctl.errors import BadInput
-from gptctl.export.options import BenchOptions
+from gptctl.bench.options import BenchOptions
 from gptctl.manifest import read_manifest
 from gptctl.options import parse_options
 from gptctl.progress import NULL_PROGRESS
+from gptctl.runtime.artifact import artifact_vocab_size
 
 
 def bench_artifact(options: BenchOptions | dict[str, Any], progress: Any = None) -> dict[str, Any]:
@@ -41,14 +41,3 @@ def baseline_source(manifest: dict[str, Any]) -> str | None:
         if value and (key == "spec" or Path(value).exists()):
             return value
     return None
-
-
-def artifact_vocab_size(artifact: Path) -> int:
-    try:
-        cfg = json.loads((artifact / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BadInput(f"{artifact / 'config.json'} is missing or unreadable: {exc}", "pass a complete `gptctl export` directory") from exc
-    vocab = cfg.get("vocab_size") or (cfg.get("text_config") or {}).get("vocab_size")
-    if not vocab:
-        raise BadInput(f"{artifact / 'config.json'} has no vocab_size")
-    return int(vocab)

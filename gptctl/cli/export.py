@@ -72,6 +72,7 @@ def export_command(
     json_out: bool = typer.Option(False, "--json", help="Print the manifest (with validation and benchmark) as JSON."),
 ) -> None:
     """Export a model to a validated ONNX artifact (KV cache); optionally quantize and benchmark it."""
+    from gptctl.bench import run_benchmark
     from gptctl.cli.progress import RichProgress
     from gptctl.export import export_model
 
@@ -82,7 +83,7 @@ def export_command(
         **_bench_flags(provider, require_provider, threads, decode_tokens, prompt_lengths, batch_sizes, iterations, warmup),
     }
     with RichProgress(enabled=not json_out) as progress:
-        manifest = export_model(options, progress=progress)
+        manifest = export_model(options, progress=progress, benchmark=run_benchmark)
     if json_out:
         print_json(manifest)
         return

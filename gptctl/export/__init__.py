@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from gptctl.export.options import BenchOptions, ExportOptions
+from gptctl.export.options import ExportOptions
 
-__all__ = ["ExportOptions", "BenchOptions", "export_model"]
+__all__ = ["ExportOptions", "export_model"]
 
 
-def export_model(options: "ExportOptions | dict[str, Any]", progress: Any = None) -> dict[str, Any]:
+def export_model(options: "ExportOptions | dict[str, Any]", progress: Any = None, *, benchmark: Any = None) -> dict[str, Any]:
     """Export, validate (ONNX Runtime vs PyTorch) and optionally quantize/benchmark a model.
 
     Returns the manifest dict written to `<output>/gptctl.json` (plus `output`: the directory).
@@ -20,4 +20,4 @@ def export_model(options: "ExportOptions | dict[str, Any]", progress: Any = None
     """
     from gptctl.export.pipeline import export_model as _run
 
-    return _run(options, progress)
+    return _run(options, progress, benchmark=benchmark)

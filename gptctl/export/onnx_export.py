@@ -254,11 +254,3 @@ def convert_fp16(proto: Any) -> Any:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     return convert_float_to_float16(proto, keep_io_types=False, disable_shape_infer=True)
-
-
-def onnx_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.iterdir() if p.is_file() and (p.suffix == ".onnx" or p.name.endswith(".onnx_data")))
-
-
-def file_bytes(paths: Sequence[os.PathLike]) -> int:
-    return sum(Path(p).stat().st_size for p in paths)

@@ -1,4 +1,4 @@
-"""Options of `gptctl export` and `gptctl bench` (field names = CLI flag names in snake_case).
+"""Options of `gptctl export` (field names = CLI flag names in snake_case).
 
 Pydantic models with extra keys forbidden, validated before any model is loaded; recipes use the
 same classes for their `export` steps.
@@ -8,61 +8,11 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-PROVIDERS = ("cpu", "cuda", "tensorrt")
+from gptctl.runtime.settings import BenchSettings
+
 TASKS = ("text-generation-with-past", "text-generation", "feature-extraction")
-
-
-def _split_list(value):
-    # CLI values arrive as "cpu,cuda" or repeated flags; recipes may write lists or one string.
-    if value is None:
-        return value
-    if isinstance(value, (str, int)):
-        value = [value]
-    out = []
-    for item in value:
-        if isinstance(item, str):
-            out.extend(x.strip() for x in item.split(",") if x.strip())
-        else:
-            out.append(item)
-    return out
-
-
-class BenchSettings(BaseModel):
-    """What a benchmark measures, and how often. Shared by `export --benchmark` and `bench`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    # Execution providers to measure; None = every provider that really initialises here.
-    provider: Optional[list[Literal["cpu", "cuda", "tensorrt"]]] = None
-    # Providers that must be active (CI gate): missing -> exit 1 instead of `available: false`.
-    require_provider: list[Literal["cpu", "cuda", "tensorrt"]] = Field(default_factory=list)
-    # Intra-op threads for ORT and torch; None = all cores.
-    threads: Optional[int] = Field(default=None, ge=1, le=1024)
-    # Tokens generated per decode measurement (after a prompt of the first prompt length).
-    decode_tokens: int = Field(default=64, ge=2, le=4096)
-    # Prefill grid: batch size x prompt length.
-    prompt_lengths: list[int] = Field(default_factory=lambda: [32, 128])
-    batch_sizes: list[int] = Field(default_factory=lambda: [1])
-    # Timed runs per grid cell (and decode repetitions); warm-up runs are excluded from the figures.
-    iterations: int = Field(default=10, ge=1, le=10000)
-    warmup: int = Field(default=2, ge=0, le=1000)
-    trust_remote_code: bool = False
-
-    @field_validator("provider", "require_provider", "prompt_lengths", "batch_sizes", mode="before")
-    @classmethod
-    def _lists(cls, v):
-        return _split_list(v)
-
-    @field_validator("prompt_lengths", "batch_sizes")
-    @classmethod
-    def _positive(cls, v):
-        if not v:
-            raise ValueError("must name at least one value")
-        if any(int(x) < 1 for x in v):
-            raise ValueError("values must be >= 1")
-        return v
 
 
 class ExportOptions(BenchSettings):
@@ -106,11 +56,3 @@ class ExportOptions(BenchSettings):
         if v & (v - 1):
             raise ValueError("must be a power of two (16, 32, 64, 128, 256)")
         return v
-
-
-class BenchOptions(BenchSettings):
-    """`gptctl bench DIR`: benchmark an existing export artifact."""
-
-    model: str  # the artifact directory written by `gptctl export`
-    # Measure the PyTorch eager baseline (needs the artifact's input model to be loadable here).
-    baseline: bool = True

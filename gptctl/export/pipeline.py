@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from gptctl.errors import BadInput
 from gptctl.export.options import ExportOptions
@@ -13,10 +13,18 @@ from gptctl.manifest import MANIFEST_NAME, Manifest, dir_size, sha256_file, sha2
 from gptctl.options import parse_options
 from gptctl.outputs import atomic_output_dir, check_output_dir
 from gptctl.progress import NULL_PROGRESS, Progress
+from gptctl.runtime.artifact import file_bytes, is_onnx_file, onnx_files
 
 
-def export_model(options: ExportOptions | dict[str, Any], progress: Progress | None = None) -> dict[str, Any]:
+BenchmarkFn = Callable[..., dict[str, Any]]
+
+
+def export_model(options: ExportOptions | dict[str, Any], progress: Progress | None = None, *,
+                 benchmark: BenchmarkFn | None = None) -> dict[str, Any]:
     """Export a model to a validated ONNX artifact in `options.output`; return the manifest written there.
+
+    `benchmark` measures the finished graph when `options.benchmark` is set: `gptctl.bench.run_benchmark`
+    (passed in by the CLI and the recipe runner, so that export and bench never import each other).
 
     Raises:
         BadInput: an unusable option, input or output path (exit 2), before anything heavy is loaded.
@@ -46,9 +54,12 @@ def export_model(options: ExportOptions | dict[str, Any], progress: Progress | N
         if opts.task == "feature-extraction":
             raise BadInput("--eval-data (perplexity) needs a text-generation task")
         eval_records = load_eval_records(opts.eval_data)
+    if opts.benchmark and benchmark is None:
+        raise BadInput("benchmark: true needs a benchmark function",
+                       "call gptctl.export.export_model(..., benchmark=gptctl.bench.run_benchmark)")
     probes = None
     if opts.require_provider:
-        from gptctl.bench.runner import check_required, resolve_providers
+        from gptctl.runtime.providers import check_required, resolve_providers
 
         _, probes = resolve_providers(list(opts.require_provider), [])
         check_required(probes, list(opts.require_provider))
@@ -64,18 +75,15 @@ def export_model(options: ExportOptions | dict[str, Any], progress: Progress | N
             extra["optimization"] = result["optimization"]
         extra["shape_sharing"] = result["shape_sharing"]
         if opts.benchmark:
-            from gptctl.bench.runner import run_benchmark
-
             spec = str(source.content_path()) if source.path is not None else opts.model
-            extra["benchmark"] = run_benchmark(work, opts, source_spec=spec, vocab_size=result["vocab_size"],
+            extra["benchmark"] = benchmark(work, opts, source_spec=spec, vocab_size=result["vocab_size"],
                                                progress=progress)
         elif probes:
             extra["benchmark"] = {k: {x: v.get(x) for x in ("provider", "ort_provider", "available", "reason", "active_providers")}
                                   for k, v in probes.items()}
         outputs = {}
-        for f in sorted(work.iterdir()):
-            if f.is_file() and (f.suffix == ".onnx" or f.name.endswith(".onnx_data")):
-                outputs[f.name] = {"path": f.name, "sha256": sha256_file(f), "bytes": f.stat().st_size}
+        for f in onnx_files(work):
+            outputs[f.name] = {"path": f.name, "sha256": sha256_file(f), "bytes": f.stat().st_size}
         inputs = {"model": {"spec": opts.model, "kind": source.kind, "sha256": sha256_path(source.content_path()),
                             "path": str(source.content_path())}}
         if source.base is not None:
@@ -177,7 +185,7 @@ def _export_into(work: Path, opts: ExportOptions, source: Any, eval_records: lis
     if opts.task == "feature-extraction":
         validation = validate_encoder(fp32_path, loaded["reference"], tokenizer, atol=opts.atol, vocab_size=vocab, threads=threads)
     else:
-        from gptctl.bench.ort import OrtCausalLM
+        from gptctl.runtime.session import OrtCausalLM
 
         fp32_lm, _ = OrtCausalLM.from_path(fp32_path, "cpu", threads=threads)
         validation = validate_decoder(fp32_path, loaded["reference"], tokenizer, atol=opts.atol,
@@ -201,7 +209,7 @@ def _export_into(work: Path, opts: ExportOptions, source: Any, eval_records: lis
 
     final_lm = None
     if quantizing:
-        from gptctl.bench.ort import OrtCausalLM
+        from gptctl.runtime.session import OrtCausalLM
         from gptctl.export.quantize import perplexity_onnx, quantize_weights
 
         progress.info(f"quantizing weights to {opts.quantize} (MatMulNBits, block {opts.block_size})")
@@ -225,7 +233,7 @@ def _export_into(work: Path, opts: ExportOptions, source: Any, eval_records: lis
         ox.save_onnx(ox.convert_fp16(proto), work / ox.MODEL_FILE)
         del proto
     if staged and fp32_lm is not None:
-        from gptctl.bench.ort import OrtCausalLM
+        from gptctl.runtime.session import OrtCausalLM
         from gptctl.export.validate import compare_converted
 
         if final_lm is None:
@@ -245,6 +253,6 @@ def _export_into(work: Path, opts: ExportOptions, source: Any, eval_records: lis
             generation_config.save_pretrained(work)
         except Exception:  # an invalid generation config is not worth failing an export for
             pass
-    metrics["size_bytes"] = ox.file_bytes(ox.onnx_files(work))
+    metrics["size_bytes"] = file_bytes(onnx_files(work))
     metrics["artifact_bytes"] = dir_size(work) - ((work / MANIFEST_NAME).stat().st_size if (work / MANIFEST_NAME).exists() else 0)
     return result

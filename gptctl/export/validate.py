@@ -120,7 +120,7 @@ def validate_decoder(onnx_path: Path, reference: TorchReference, tokenizer: Any,
                      vocab_size: int, threads: int | None = None, lm: Any = None) -> dict[str, Any]:
     """Compare an exported decoder with its PyTorch reference; return the `validation` object
     (`lm`: an already open `OrtCausalLM` on `onnx_path`). Use `raise_if_failed` to gate on it."""
-    from gptctl.bench.ort import OrtCausalLM
+    from gptctl.runtime.session import OrtCausalLM
 
     if lm is None:
         lm, _ = OrtCausalLM.from_path(onnx_path, "cpu", threads=threads)
@@ -167,7 +167,7 @@ def validate_decoder(onnx_path: Path, reference: TorchReference, tokenizer: Any,
 def validate_encoder(onnx_path: Path, reference: TorchReference, tokenizer: Any, *, atol: float, vocab_size: int,
                      threads: int | None = None) -> dict[str, Any]:
     """feature-extraction: compare `last_hidden_state` on the fixed inputs."""
-    from gptctl.bench.providers import create_session
+    from gptctl.runtime.providers import create_session
 
     session, info = create_session(str(onnx_path), "cpu", threads=threads)
     if session is None:

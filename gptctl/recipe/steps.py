@@ -136,9 +136,10 @@ def _export_options(method: str | None) -> type:
 
 
 def _export_execute(run: StepRun) -> dict:
+    from gptctl.bench import run_benchmark
     from gptctl.export import export_model
 
-    return export_model(run.options, progress=run.progress)
+    return export_model(run.options, progress=run.progress, benchmark=run_benchmark)
 
 
 KINDS: dict[str, StepKind] = {

@@ -15,6 +15,8 @@ import tempfile
 import time
 from typing import Any, Iterator
 
+from gptctl.errors import CheckFailed
+
 PROVIDER_NAMES = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
@@ -162,3 +164,28 @@ def probe_providers(names: list[str] | None = None) -> dict[str, dict[str, Any]]
         _, info = create_session(model, name, threads=1)
         out[name] = info
     return out
+
+
+def resolve_providers(requested: list[str] | None, required: list[str]) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """Which providers to measure, and the probe result of each one considered.
+
+    `requested=None` means every provider ONNX Runtime lists; those that do not really initialise are kept
+    in the result as `available: false` with the reason, and are not measured.
+    """
+    names = list(dict.fromkeys((requested or []) + list(required))) if requested is not None else None
+    probes = probe_providers(names)
+    if requested is None:
+        for name in required:
+            if name not in probes:
+                probes.update(probe_providers([name]))
+    order = [n for n in ("cpu", "cuda", "tensorrt") if n in probes]
+    return order, probes
+
+
+def check_required(probes: dict[str, dict[str, Any]], required: list[str]) -> None:
+    missing = [n for n in required if not probes.get(n, {}).get("available")]
+    if missing:
+        details = [f"{n}: {probes.get(n, {}).get('reason') or 'not measured'}" for n in missing]
+        raise CheckFailed(f"required execution provider{'s' if len(missing) > 1 else ''} not active: {', '.join(missing)}",
+                          "run on a machine where it initialises (GPU, drivers, CUDA/cuDNN/TensorRT libraries), or drop --require-provider",
+                          details=details)
