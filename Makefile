@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?= -m "not slow" -n 2
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test lint bench clean
 
 venv: $(VENV)/.installed
 
@@ -23,6 +23,11 @@ demo: venv
 
 test: venv
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+# ruff's configuration is in pyproject.toml ([tool.ruff]); `ruff format .` rewrites what --check reports.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 bench: venv
 	for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

@@ -50,6 +50,7 @@ def atomic_output_dir(target: str | os.PathLike, *, work_dir: str | os.PathLike 
         if not keep_on_failure:
             shutil.rmtree(work, ignore_errors=True)
         raise
+    _apply_umask(work)
     # Replace the old target only now that the new output is complete.
     if t.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{t.name}.old-", dir=t.parent))
@@ -58,3 +59,49 @@ def atomic_output_dir(target: str | os.PathLike, *, work_dir: str | os.PathLike 
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(work, t)
+
+
+def _apply_umask(directory: Path) -> None:
+    """Give every file the mode the umask gives a new file (0644 under umask 022).
+
+    safetensors 0.8 writes through a private temporary file, so weights came out 0600 while the
+    config beside them was 0644: another user (a server, a CI job) could read the config, not the model.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in directory.rglob("*"):
+        if f.is_file() and not f.is_symlink():
+            f.chmod((0o666 | (f.stat().st_mode & 0o111)) & ~umask)
+
+
+# The hidden siblings an output directory may have (names made by atomic_output_dir and by training):
+# `.NAME.partial-*` a write in progress, `.NAME.old-*` the previous output being swapped out, and
+# `.NAME.work` a training working directory that keeps checkpoints for a resume.
+_LEFTOVER_TAGS = (".partial-", ".old-")
+RESUMABLE_WORK_SUFFIX = ".work"
+
+
+def resumable_work_dir(target: str | os.PathLike) -> Path:
+    """The stable working directory a resumable step (training) keeps beside `target`."""
+    t = Path(target).resolve()
+    return t.parent / f".{t.name}{RESUMABLE_WORK_SUFFIX}"
+
+
+def leftover_work_dirs(target: str | os.PathLike) -> list[Path]:
+    """Work folders of `target` that a killed writer left behind (`.NAME.partial-*`, `.NAME.old-*`).
+
+    Only the caller knows no writer is still at work (the recipe runner holds the workdir lock);
+    a training `.NAME.work` folder is not listed: it holds a checkpoint to resume from.
+    """
+    t = Path(target).resolve()
+    if not t.parent.is_dir():
+        return []
+    return sorted(p for tag in _LEFTOVER_TAGS for p in t.parent.glob(f".{t.name}{tag}*") if p.is_dir())
+
+
+def remove_leftovers(target: str | os.PathLike) -> list[Path]:
+    """Delete what `leftover_work_dirs` lists; return what was removed."""
+    found = leftover_work_dirs(target)
+    for p in found:
+        shutil.rmtree(p, ignore_errors=True)
+    return found

@@ -34,3 +34,20 @@ def tiny_gpt2(tiny_model_factory):
 @pytest.fixture(scope="session")
 def tiny_llama(tiny_model_factory):
     return tiny_model_factory("llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_export_factory(tiny_model_factory, tmp_path_factory):
+    """Return a function (arch, task) -> model.onnx of that tiny model exported by gptctl (once per session)."""
+    cache: dict[tuple[str, str], Path] = {}
+
+    def make(arch: str = "gpt2", task: str = "text-generation-with-past") -> Path:
+        if (arch, task) not in cache:
+            from gptctl.export import export_model
+
+            out = tmp_path_factory.mktemp(f"onnx-{arch}") / "onnx"
+            export_model({"model": str(tiny_model_factory(arch)), "output": str(out), "task": task})
+            cache[arch, task] = out / "model.onnx"
+        return cache[arch, task]
+
+    return make

@@ -9,56 +9,50 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
-from typing import Literal, Optional
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Optional
 
 from gptctl.errors import CheckFailed
 from gptctl.manifest import Manifest, sha256_path
+from gptctl.options import LightOptions, option
 from gptctl.outputs import atomic_output_dir
 from gptctl.recipe.steps import SELECTION_FILE, StepKind, StepRun
 
 CALLS: list[str] = []
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SelectOpts(LightOptions):
+    max_params: Optional[str] = option("str")
+    license: Optional[str] = option("str")
+    instruct: Optional[bool] = option("bool")
+    top: int = option("int", 3, ge=1)
 
 
-class SelectOpts(_Strict):
-    max_params: Optional[str] = None
-    license: Optional[str] = None
-    instruct: Optional[bool] = None
-    top: int = Field(3, ge=1)
-
-
-class _Common(_Strict):
-    model: str
-    output: str
-    overwrite: bool = False
-    data: Optional[str] = None
-    seed: int = 0
-    sleep: float = Field(0.0, ge=0)  # lets the kill test catch a step mid-way
-    fail: bool = False
+class _Common(LightOptions):
+    model: str = option("str", required=True)
+    output: str = option("str", required=True)
+    overwrite: bool = option("bool", False)
+    data: Optional[str] = option("str")
+    seed: int = option("int", 0)
+    sleep: float = option("float", 0.0, ge=0)  # lets the kill test catch a step mid-way
+    fail: bool = option("bool", False)
 
 
 class LoraOpts(_Common):
-    rank: int = Field(8, ge=1, le=256)
-    alpha: float = Field(16.0, gt=0)
-    max_steps: int = Field(10, ge=1)
+    rank: int = option("int", 8, ge=1, le=256)
+    alpha: float = option("float", 16.0, gt=0)
+    max_steps: int = option("int", 10, ge=1)
 
 
 class PruneOpts(_Common):
-    ratio: float = Field(0.3, ge=0.0, lt=1.0)
+    ratio: float = option("float", 0.3, ge=0.0, lt=1.0)
 
 
 class ExportOpts(_Common):
-    quantize: Literal["none", "int8", "int4"] = "none"
-    benchmark: bool = True
-    atol: float = Field(1e-3, gt=0)
+    quantize: str = option("str", "none", choices=("none", "int8", "int4"))
+    benchmark: bool = option("bool", True)
+    atol: float = option("float", 1e-3, gt=0)
 
 
 def _content(model: str) -> str:

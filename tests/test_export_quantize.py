@@ -91,7 +91,7 @@ def test_weights_already_on_a_4bit_grid_are_repacked_exactly(grid):
     import numpy as np
     import onnxruntime as ort
 
-    from gptctl.export.nbits import replace_matmuls
+    from gptctl.export.quant.matmulnbits import replace_matmuls
 
     rng = np.random.default_rng(0)
     k, n, bs = 96, 40, 32
@@ -115,7 +115,7 @@ def test_weights_already_on_a_4bit_grid_are_repacked_exactly(grid):
 def test_rtn_roundtrip_error_is_within_half_a_step():
     import numpy as np
 
-    from gptctl.export.nbits import dequantize, quantize_matmul_weight
+    from gptctl.export.quant.matmulnbits import dequantize, quantize_matmul_weight
 
     rng = np.random.default_rng(1)
     w = rng.standard_normal((64, 24)).astype(np.float32)

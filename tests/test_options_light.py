@@ -68,3 +68,43 @@ def test_model_fields_are_known_before_any_validation():
     code = "from gptctl.selection import SelectOptions; print(sorted(SelectOptions.model_fields))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
     assert "domain" in out and "max_params" in out
+
+
+# ------------------------------------------------------------------ the kinds export/optimize/bench declare
+
+def test_floats_choices_bounds_and_split_lists():
+    from gptctl.export.options import ExportOptions
+
+    o = ExportOptions.model_validate({"model": "m", "output": "o", "atol": "1e-4", "head_bits": "4", "quantize": "int4",
+                                      "prompt_lengths": ["8,16", 32], "provider": "cpu"})
+    assert o.atol == 1e-4 and o.head_bits == 4 and o.prompt_lengths == [8, 16, 32] and o.provider == ["cpu"]
+    _, problems = option_problems(ExportOptions, {"model": "m", "output": "o", "atol": 0, "dtype": "fp8",
+                                                  "prompt_lengths": "8,0", "opset": 9, "block_size": 48})
+    found = dict(((p[0], m) for p, m in problems))
+    assert "greater than 0" in found["atol"] and "'fp32' or 'fp16'" in found["dtype"]
+    assert "greater than or equal to 1" in found["prompt_lengths"]
+    assert "greater than or equal to 14 and less than or equal to 23" in found["opset"]
+    assert "power of two" in found["block_size"]
+
+
+def test_required_fields_and_cross_field_checks_run_after_the_fields():
+    from gptctl.optimize.options import PruneOptions
+    from gptctl.options import MISSING
+
+    _, problems = option_problems(PruneOptions, {"ratio": 0.3})
+    assert problems == [(("model",), MISSING), (("output",), MISSING)]
+    # The base class's check (eval source) runs before the subclass's (ratio vs structure).
+    _, problems = option_problems(PruneOptions, {"model": "m", "output": "o", "eval_data": "e", "eval_split": 0.1})
+    assert problems == [((), "pass either --eval-data or --eval-split, not both")]
+    _, problems = option_problems(PruneOptions, {"model": "m", "output": "o"})
+    assert problems == [((), "--ratio is required for unstructured pruning (e.g. --ratio 0.3)")]
+
+
+def test_dump_excludes_and_round_trips_for_the_converted_classes():
+    from gptctl.optimize.options import LoraOptions
+
+    o = LoraOptions(model="m", output="o", data="d", target_modules="q_proj,v_proj", lr="1e-3")
+    d = o.model_dump(mode="json", exclude={"output"})
+    assert "output" not in d and d["target_modules"] == ["q_proj", "v_proj"] and d["lr"] == 1e-3
+    assert LoraOptions.model_validate(o.model_dump()) == o
+    assert LoraOptions.model_fields["rank"].ge == 1 and LoraOptions.model_fields["rank"].default == 8

@@ -247,3 +247,58 @@ def test_each_step_reports_progress_under_its_own_name(recipe, tmp_path):
     assert run_recipe(r, tmp_path / "p", kinds=kinds, progress=Recorder()).exit_code == 0
     assert seen[0] == "recipe demo"
     assert ["tune: training", "tune: loading model", "prune: training", "prune: loading model"] == seen[1:]
+
+
+def test_every_run_keeps_its_summary_and_a_cached_step_points_at_the_run_that_made_it(recipe, tmp_path):
+    workdir = tmp_path / "runs" / "demo"
+    first = json.loads(cli(recipe, "--json", "--set", "steps.tune.options.sleep=0.3").stdout)
+    second = json.loads(cli(recipe, "--json", "--set", "steps.tune.options.sleep=0.3").stdout)
+    assert first["run"] != second["run"]
+    kept = sorted(p.name for p in (workdir / "summaries").iterdir())
+    assert kept == sorted([f"{first['run']}.json", f"{second['run']}.json"])
+    # The first run's summary is not overwritten by the cached rerun: its real durations stay.
+    assert json.loads((workdir / "summaries" / f"{first['run']}.json").read_text()) == first
+    assert json.loads((workdir / "summary.json").read_text()) == second  # summary.json: the latest
+    tune_then, tune_now = first["steps"][1], second["steps"][1]
+    assert tune_then["status"] == "ran" and tune_then["duration_s"] >= 0.3
+    assert tune_now["status"] == "cached" and tune_now["duration_s"] == 0.0
+    assert tune_now["produced_by"]["run"] == first["run"]
+    assert tune_now["produced_by"]["summary"] == f"summaries/{first['run']}.json"
+    assert tune_now["produced_by"]["duration_s"] == tune_then["duration_s"]
+    assert Path(second["summary"]).resolve() == workdir / "summaries" / f"{second['run']}.json"
+
+
+def test_a_step_failing_unexpectedly_exits_1_with_one_json_error(recipe, monkeypatch):
+    import dataclasses
+
+    def broken(run):
+        raise ValueError("bad value deep inside a library")  # ValueError alone would read as bad input (2)
+
+    from gptctl.recipe import steps
+
+    monkeypatch.setitem(steps.KINDS, "export", dataclasses.replace(recipe_fakes.FAKE_KINDS["export"], execute=broken))
+    result = cli(recipe, "--json")
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)  # one document: the summary so far plus the error
+    assert data["exit_code"] == 1 and data["error"].startswith("step ship failed: ValueError: bad value")
+    assert [s["status"] for s in data["steps"]] == ["ran", "ran", "ran", "failed"]
+    assert result.stderr.count("error:") == 1 and "hint:" in result.stderr
+
+
+def test_ctrl_c_during_a_step_exits_130_and_keeps_a_summary(recipe, monkeypatch, tmp_path):
+    import dataclasses
+
+    def interrupted(run):
+        raise KeyboardInterrupt
+
+    from gptctl.recipe import steps
+
+    monkeypatch.setitem(steps.KINDS, "export", dataclasses.replace(recipe_fakes.FAKE_KINDS["export"], execute=interrupted))
+    result = cli(recipe, "--json")
+    assert result.exit_code == 130
+    data = json.loads(result.stdout)
+    assert data["exit_code"] == 130 and data["error"] == "interrupted during step ship"
+    assert [s["status"] for s in data["steps"]] == ["ran", "ran", "ran", "interrupted"]
+    assert "run the same command again" in data["hint"]
+    saved = json.loads((tmp_path / "runs/demo/summary.json").read_text())
+    assert saved["steps"][3]["status"] == "interrupted" and saved["passed"] is False

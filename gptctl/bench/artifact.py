@@ -10,7 +10,7 @@ from gptctl.bench.options import BenchOptions
 from gptctl.manifest import read_manifest
 from gptctl.options import parse_options
 from gptctl.progress import NULL_PROGRESS
-from gptctl.runtime.artifact import artifact_vocab_size
+from gptctl.runtime.artifact import artifact_vocab_size, check_onnx_file
 
 
 def bench_artifact(options: BenchOptions | dict[str, Any], progress: Any = None) -> dict[str, Any]:
@@ -21,6 +21,7 @@ def bench_artifact(options: BenchOptions | dict[str, Any], progress: Any = None)
         raise BadInput(f"{artifact} is not a directory", "pass the --output directory of `gptctl export`")
     if not (artifact / "model.onnx").is_file():
         raise BadInput(f"{artifact} has no model.onnx", "pass the --output directory of `gptctl export`")
+    check_onnx_file(artifact / "model.onnx")  # a truncated graph is bad input (exit 2), not a session error
     manifest = read_manifest(artifact) or {"step": "export", "method": "onnx", "inputs": {}}
     vocab = artifact_vocab_size(artifact)
     source = baseline_source(manifest) if opts.baseline else None

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from gptctl.bench import metrics
+from gptctl.errors import GptctlError
 from gptctl.runtime.artifact import onnx_files
 from gptctl.runtime.session import OrtCausalLM
 
@@ -24,7 +25,7 @@ class OrtBackend:
         result: dict[str, Any] = {"provider": self.provider}
         try:
             lm, info = OrtCausalLM.from_path(model_file, self.provider, threads=spec.get("threads"))
-        except RuntimeError as exc:
+        except GptctlError as exc:  # CheckFailed (provider not active) or BadInput (unreadable file)
             from gptctl.runtime.providers import PROVIDER_NAMES
 
             result.update(available=False, ort_provider=PROVIDER_NAMES[self.provider], reason=str(exc))

@@ -120,11 +120,11 @@ def _numberish(token: str) -> bool:
 
 def _agree(token: str, yaml_rs) -> bool:
     """Whether a plain scalar `token` means the same thing to both libraries."""
-    from gptctl.catalog.loader import _parse_pyyaml
+    from gptctl.catalog.pyyaml_reader import parse_pyyaml
 
     try:
         fast = yaml_rs.loads(f"- {token}\n", parse_datetime=False)
-        slow = _parse_pyyaml(f"- {token}\n")[0]
+        slow = parse_pyyaml(f"- {token}\n")[0]
     except Exception:  # noqa: BLE001
         return False
     return _same(fast, slow)

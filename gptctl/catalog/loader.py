@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+# PyYAML's reading lives one level down: fastyaml checks itself against it without importing this module.
+from gptctl.catalog.pyyaml_reader import ParseError as _ParseError
+from gptctl.catalog.pyyaml_reader import parse_pyyaml as _parse_pyyaml
 from gptctl.catalog.schema import SCHEMA_VERSION, TOP_KEYS, ModelEntry, check_entry, check_scoring, did_you_mean
 from gptctl.errors import BadInput
 
@@ -255,12 +258,6 @@ def _check_document(doc: Any, problems: list, origin: str) -> tuple[list[ModelEn
 
 # ------------------------------------------------------------------------------------------ parsing
 
-class _ParseError(Exception):
-    def __init__(self, problem: str, line: int | None):
-        super().__init__(problem)
-        self.problem, self.line = problem, line
-
-
 def _parse(text: str, is_json: bool) -> tuple[Any, bool]:
     """Parse quickly; return (document, whether some mapping repeats a key)."""
     if is_json:
@@ -283,49 +280,6 @@ def _parse(text: str, is_json: bool) -> tuple[Any, bool]:
         if doc is not None:
             return doc, False
     return _parse_pyyaml(text)
-
-
-def _parse_pyyaml(text: str) -> tuple[Any, bool]:
-    """Parse with PyYAML (libyaml when present): the reference semantics (safe_load, dates as text)."""
-    import yaml
-
-    loader = _FastLoader(text)
-    try:
-        return loader.get_single_data(), loader.duplicate_keys
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise _ParseError(problem, mark.line + 1 if mark else None) from None
-    finally:
-        loader.dispose()
-
-
-_FAST_LOADER: list = []
-
-
-def _FastLoader(text: str):
-    """A libyaml loader (safe construction) that notes, cheaply, whether any mapping repeats a key."""
-    if not _FAST_LOADER:
-        import yaml
-
-        base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-        class FastLoader(base):  # type: ignore[misc, valid-type]
-            duplicate_keys = False
-
-            def construct_yaml_timestamp(self, node):  # keep dates as text: the schema checks them
-                return self.construct_scalar(node)
-
-            def construct_mapping(self, node, deep=False):
-                if not self.duplicate_keys:
-                    keys = [k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)]
-                    if len(keys) != len(set(keys)):
-                        self.duplicate_keys = True
-                return super().construct_mapping(node, deep=deep)
-
-        FastLoader.add_constructor("tag:yaml.org,2002:timestamp", FastLoader.construct_yaml_timestamp)
-        _FAST_LOADER.append(FastLoader)
-    return _FAST_LOADER[0](text)
 
 
 def _locate(shown: str, text: str, problems: list[tuple]) -> list[str]:

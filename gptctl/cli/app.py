@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import typer
-
 from typer.core import TyperGroup
 
 from gptctl import __version__
@@ -15,8 +14,8 @@ from gptctl.cli import common
 class _LazyGroup(TyperGroup):
     """A command group whose real definition is imported only when it is used.
 
-    `gptctl optimize`'s flags are generated from pydantic option models; building them costs more
-    than the rest of `gptctl --help` together, so the listing shows a static help line instead.
+    `gptctl optimize`'s flags are generated from every method's option declarations; importing and
+    building them costs ~35 ms, so the listing shows a static help line instead.
     """
 
     def __init__(self, name: str, module: str, help: str):
@@ -37,6 +36,10 @@ class _LazyGroup(TyperGroup):
     def get_command(self, ctx, cmd_name):  # type: ignore[override]
         return self._load().get_command(ctx, cmd_name)
 
+    def resolve_command(self, ctx, args):  # type: ignore[override]
+        # The real group decides (`gptctl serve ARTIFACT` runs its default command `start`).
+        return self._load().resolve_command(ctx, args)
+
 
 # Commands whose modules are imported only when the command runs (or its own --help is asked for):
 # name -> (module, function, whose docstring is the help: "module" or "function", the one-line help
@@ -54,7 +57,12 @@ LAZY_COMMANDS = {
 LAZY_GROUPS = {
     "catalog": ("gptctl.cli.catalog", "Inspect and check model catalogs (the bundled one, --catalog FILE, or $GPTCTL_CATALOG)."),
     "optimize": ("gptctl.cli.optimize", "Adapt (LoRA, prompt tuning) or shrink (pruning) a causal LM; perplexity before and after."),
+    "serve": ("gptctl.cli.serve", "Serve an exported model as an OpenAI-compatible HTTP service; swap versions; drive load."),
 }
+
+
+# click's UsageError as typer uses it (typer 0.28 vendors click; BadParameter is public, its base is not).
+_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 
 class _RootGroup(TyperGroup):
@@ -87,6 +95,17 @@ class _RootGroup(TyperGroup):
             self._loaded[cmd_name] = typer.main.get_command(one)
         return self._loaded[cmd_name]
 
+    def invoke(self, ctx):  # type: ignore[override]
+        args = [*getattr(ctx, "_protected_args", ()), *ctx.args]  # invoke() empties both
+        try:
+            return super().invoke(ctx)
+        except _USAGE_ERROR as exc:  # a bad flag: click says why on stderr (exit 2); --json also gets JSON
+            if "--json" in args:
+                from gptctl.errors import BadInput
+
+                common.print_json(BadInput(exc.format_message(), "see the command's --help").to_dict())
+            raise
+
     def format_help(self, ctx, formatter):  # type: ignore[override]
         self._listing = True
         try:
@@ -117,9 +136,16 @@ def _root(
     version: Optional[bool] = typer.Option(
         None, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    debug: bool = typer.Option(False, "--debug", help="Also print the traceback of an error (the exit code stays the same)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="More detail: gptctl's debug log, full tables (e.g. export's validation)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings and errors only on stderr."),
 ) -> None:
+    from gptctl import logs
+
     common.DEBUG["on"] = debug
+    common.VERBOSITY["level"] = -1 if quiet else int(verbose)
+    # The one place logging is configured: records go to the stderr console, never stdout.
+    logs.configure(common.VERBOSITY["level"], common.ConsoleLogHandler())
 
 
 def _real(module: str, name: str):

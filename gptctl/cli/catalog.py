@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any, List
 
 import typer
 
-from gptctl.cli.common import err, handle_errors, out, print_json
-from gptctl.cli.select import (
-    filter_values,
-    opt_architecture,
-    opt_catalog,
-    opt_domain,
-    opt_exportable,
-    opt_instruct,
-    opt_json,
-    opt_language,
-    opt_license,
-    opt_max_params,
-    opt_metric,
-    opt_min_context,
-    opt_min_params,
-    opt_task,
-)
+from gptctl.cli.common import err, handle_errors, out, print_fitting, print_json
+from gptctl.cli.flags import extra_option, json_flag, options_command
+from gptctl.selection.options import SelectOptions
 
 app = typer.Typer(
     help=__doc__,
@@ -44,33 +30,11 @@ def validate_command(
         out.print(f"ok: {f.name} ({f.models} models, sha256 {f.sha256[:12]})", highlight=False)
 
 
-@app.command("list")
-@handle_errors
-def list_command(
-    domain: Optional[List[str]] = opt_domain(),
-    max_params: Optional[str] = opt_max_params(),
-    min_params: Optional[str] = opt_min_params(),
-    license: Optional[List[str]] = opt_license(),
-    task: Optional[str] = opt_task(),
-    language: Optional[str] = opt_language(),
-    min_context: Optional[str] = opt_min_context(),
-    instruct: Optional[bool] = opt_instruct(),
-    metric: Optional[List[str]] = opt_metric(),
-    architecture: Optional[List[str]] = opt_architecture(),
-    exportable: bool = opt_exportable(),
-    json_out: bool = opt_json(),
-    catalog: Optional[List[str]] = opt_catalog(),
-) -> None:
+def _list(values: dict[str, Any], json_out: bool) -> None:
     """List catalog entries in file order, filtered with the same constraints as `gptctl select`."""
     from gptctl.options import parse_options
-    from gptctl.selection import SelectOptions
     from gptctl.selection.core import select_models
 
-    values = filter_values(
-        domain=domain, max_params=max_params, min_params=min_params, license=license, task=task,
-        language=language, min_context=min_context, instruct=instruct, metric=metric,
-        architecture=architecture, exportable=exportable or None, catalog=catalog,
-    )
     options = parse_options(SelectOptions, values, what="list options")
     result = select_models(options)
     if result.matched:
@@ -79,6 +43,7 @@ def list_command(
     kept = {m.id for m in result.models}
     entries = [e for e in result.catalog.entries if e.id in kept]  # catalog order, not score order
     if json_out:
+        result.require_match()  # nothing matched: the error path prints one object (funnel, nearest misses)
         print_json({"models": [e.to_dict() for e in entries], "count": len(entries), "constraints": result.constraints,
                     "excluded": result.excluded, "catalog": result.catalog.info(), "warnings": result.warnings})
     else:
@@ -86,41 +51,48 @@ def list_command(
     result.require_match()
 
 
+# The constraint flags of `gptctl select`, from the same declarations (scoring and ranking flags left out).
+list_command = app.command("list")(options_command(
+    SelectOptions, _list, name="list", doc=_list.__doc__, extra=[json_flag()],
+    skip=("weight", "top", "explain")))
+
+
 def _render_list(entries: list, result: Any) -> None:
+    """One row per entry when the console is wide enough, else the id whole on a line, its fields below."""
     from rich import box
     from rich.table import Table
+    from rich.text import Text
 
     from gptctl.catalog.units import format_context, format_params
 
-    t = Table(title=f"{len(entries)} of {result.total} models", title_justify="left", highlight=False,
-              box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    t.add_column("id", overflow="fold", style="bold", min_width=16)
-    t.add_column("family", overflow="fold")
-    t.add_column("arch", overflow="fold")
-    t.add_column("params", justify="right", no_wrap=True)
-    t.add_column("ctx", justify="right", no_wrap=True)
-    t.add_column("license", overflow="fold")
-    t.add_column("domains", overflow="fold")
-    t.add_column("instr", no_wrap=True)
-    t.add_column("release", no_wrap=True)
-    for e in entries:
-        t.add_row(e.id, e.family or "?", e.architecture or "?", format_params(e.params), format_context(e.context_length),
-                  e.license or "?", ",".join(e.domains), {True: "yes", False: "no", None: "?"}[e.instruct], e.release or "?")
-    if entries:
-        out.print(t)
+    if not entries:
+        return
+    tables = []
+    for narrow in (False, True):
+        t = Table(title=f"{len(entries)} of {result.total} models", title_justify="left", highlight=False,
+                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+        heads = ("family", "arch", "params", "ctx", "license", "domains", "instr", "release")
+        t.add_column("id" + (f" ({' · '.join(heads)})" if narrow else ""), style="bold", no_wrap=not narrow,
+                     min_width=max(len(e.id) for e in entries))
+        if not narrow:
+            for head in heads:
+                t.add_column(head, justify="right" if head in ("params", "ctx") else "left", no_wrap=head != "domains")
+        for e in entries:
+            cells = [e.family or "?", e.architecture or "?", format_params(e.params), format_context(e.context_length),
+                     e.license or "?", ", ".join(e.domains), {True: "yes", False: "no", None: "?"}[e.instruct], e.release or "?"]
+            if narrow:
+                t.add_row(Text(e.id, style="bold") + Text("\n" + " · ".join(cells), style="not bold dim"))
+            else:
+                t.add_row(e.id, *cells)
+        tables.append(t)
+    print_fitting(*tables)
 
 
-@app.command("show")
-@handle_errors
-def show_command(
-    model_id: str = typer.Argument(..., metavar="ID", help="A model id from the catalog (case-insensitive if unique)."),
-    json_out: bool = opt_json(),
-    catalog: Optional[List[str]] = opt_catalog(),
-) -> None:
+def _show(values: dict[str, Any], model_id: str, json_out: bool) -> None:
     """Show every field of one catalog entry, and which file it came from."""
     from gptctl.catalog import format_context, format_params, is_exportable, load_catalogs
 
-    cat = load_catalogs(catalog or None)
+    cat = load_catalogs(values.get("catalog") or None)
     e = cat.get(model_id)
     d = e.to_dict()
     d["exportable"] = is_exportable(e.architecture)
@@ -151,3 +123,12 @@ def show_command(
     out.print(t)
     if e.id != model_id:
         err.print(f"(matched {e.id!r} for {model_id!r})", highlight=False)
+
+
+# Only `--catalog` comes from SelectOptions: the entry is named by its id.
+show_command = app.command("show")(options_command(
+    SelectOptions, _show, name="show", doc=_show.__doc__, only=("catalog",), extra=[
+        extra_option("model_id", str, typer.Argument(
+            ..., metavar="ID", help="A model id from the catalog (case-insensitive if unique).")),
+        json_flag(),
+    ]))

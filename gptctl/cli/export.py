@@ -8,115 +8,52 @@ fails the export (exit 1) over --atol. Exit codes: 0 ok, 1 validation or a requi
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any
 
 import typer
 
-from gptctl.cli.common import handle_errors, out, print_json
+from gptctl.bench.options import BenchOptions
+from gptctl.cli.common import out, print_json
+from gptctl.cli.flags import extra_option, json_flag, options_command
+from gptctl.export.options import ExportOptions
 
 
-def _bench_flags(provider, require_provider, threads, decode_tokens, prompt_lengths, batch_sizes, iterations, warmup):
-    return {"provider": provider or None, "require_provider": require_provider or None, "threads": threads,
-            "decode_tokens": decode_tokens, "prompt_lengths": prompt_lengths or None, "batch_sizes": batch_sizes or None,
-            "iterations": iterations, "warmup": warmup}
-
-
-_PROVIDER_HELP = "Execution providers to benchmark: cpu, cuda, tensorrt (comma-separated or repeated; default: every one that really initialises)."
-_REQUIRE_HELP = "Fail (exit 1) unless these providers are really active (not silently on CPU)."
-
-
-# The benchmark flags `export --benchmark` and `bench` share: one definition each (typer needs a
-# fresh OptionInfo per signature, hence a function).
-_BENCH_FLAGS = {
-    "provider": ("--provider", _PROVIDER_HELP),
-    "require_provider": ("--require-provider", _REQUIRE_HELP),
-    "threads": ("--threads", "Intra-op threads (default: all cores)."),
-    "decode_tokens": ("--decode-tokens", "Tokens per decode measurement (default 64)."),
-    "prompt_lengths": ("--prompt-lengths", "Prefill sequence lengths (default 32,128)."),
-    "batch_sizes": ("--batch-sizes", "Prefill batch sizes (default 1)."),
-    "iterations": ("--iterations", "Timed runs per prefill cell (default 10)."),
-    "warmup": ("--warmup", "Untimed warm-up runs (default 2)."),
-}
-
-
-def _bench_opt(name: str):
-    flag, help = _BENCH_FLAGS[name]
-    return typer.Option(None, flag, help=help)
-
-
-@handle_errors
-def export_command(
-    model: str = typer.Option(..., "--model", "-m", help="Model dir, adapter dir, .gguf, pkg:PACKAGE/FILE or Hub id (local cache)."),
-    output: str = typer.Option(..., "--output", "-o", help="Output directory (written atomically)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --output."),
-    task: Optional[str] = typer.Option(None, "--task", help="text-generation-with-past (default), text-generation, feature-extraction."),
-    atol: Optional[float] = typer.Option(None, "--atol", help="Max |ONNX - PyTorch| on any output (default 1e-3); over it the export fails."),
-    opset: Optional[int] = typer.Option(None, "--opset", help="ONNX opset (default: optimum's for the architecture)."),
-    optimize: bool = typer.Option(False, "--optimize", help="ONNX Runtime transformer fusions where supported."),
-    quantize: Optional[str] = typer.Option(None, "--quantize", help="none, int8 or int4 (weight-only MatMulNBits, LM head included)."),
-    block_size: Optional[int] = typer.Option(None, "--block-size", help="Weights per quantization scale (default 32)."),
-    head_bits: Optional[int] = typer.Option(None, "--head-bits", help="LM head bits under --quantize int4: 8 (default; 4 bits cost SmolLM2 +7% perplexity) or 4."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="fp32 (default) or fp16 (for GPU providers)."),
-    eval_data: Optional[str] = typer.Option(None, "--eval-data", help="Text (.txt, .jsonl 'text') for perplexity of fp32 vs quantized."),
-    greedy_tokens: Optional[int] = typer.Option(None, "--greedy-tokens", help="Greedy tokens that must match PyTorch (default 16)."),
-    benchmark: bool = typer.Option(False, "--benchmark", help="Benchmark the artifact per provider vs PyTorch eager."),
-    provider: Optional[List[str]] = _bench_opt("provider"),
-    require_provider: Optional[List[str]] = _bench_opt("require_provider"),
-    threads: Optional[int] = _bench_opt("threads"),
-    decode_tokens: Optional[int] = _bench_opt("decode_tokens"),
-    prompt_lengths: Optional[List[str]] = _bench_opt("prompt_lengths"),
-    batch_sizes: Optional[List[str]] = _bench_opt("batch_sizes"),
-    iterations: Optional[int] = _bench_opt("iterations"),
-    warmup: Optional[int] = _bench_opt("warmup"),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow custom model code from the model's repo."),
-    json_out: bool = typer.Option(False, "--json", help="Print the manifest (with validation and benchmark) as JSON."),
-) -> None:
+def _export(values: dict[str, Any], json_out: bool) -> None:
     """Export a model to a validated ONNX artifact (KV cache); optionally quantize and benchmark it."""
     from gptctl.bench import run_benchmark
     from gptctl.cli.progress import RichProgress
     from gptctl.export import export_model
 
-    options: dict[str, Any] = {
-        "model": model, "output": output, "overwrite": overwrite, "task": task, "atol": atol, "opset": opset,
-        "optimize": optimize, "quantize": quantize, "block_size": block_size, "head_bits": head_bits, "dtype": dtype, "eval_data": eval_data,
-        "greedy_tokens": greedy_tokens, "benchmark": benchmark, "trust_remote_code": trust_remote_code,
-        **_bench_flags(provider, require_provider, threads, decode_tokens, prompt_lengths, batch_sizes, iterations, warmup),
-    }
     with RichProgress(enabled=not json_out) as progress:
-        manifest = export_model(options, progress=progress, benchmark=run_benchmark)
+        manifest = export_model(values, progress=progress, benchmark=run_benchmark)
     if json_out:
         print_json(manifest)
         return
-    render_export(manifest, output)
+    render_export(manifest, values["output"])
 
 
-@handle_errors
-def bench_command(
-    artifact: str = typer.Argument(..., help="Directory written by `gptctl export`."),
-    provider: Optional[List[str]] = _bench_opt("provider"),
-    require_provider: Optional[List[str]] = _bench_opt("require_provider"),
-    threads: Optional[int] = _bench_opt("threads"),
-    decode_tokens: Optional[int] = _bench_opt("decode_tokens"),
-    prompt_lengths: Optional[List[str]] = _bench_opt("prompt_lengths"),
-    batch_sizes: Optional[List[str]] = _bench_opt("batch_sizes"),
-    iterations: Optional[int] = _bench_opt("iterations"),
-    warmup: Optional[int] = _bench_opt("warmup"),
-    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also measure the PyTorch eager baseline."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow custom model code for the baseline."),
-    json_out: bool = typer.Option(False, "--json", help="Print the artifact's manifest with the fresh benchmark as JSON."),
-) -> None:
+def _bench(values: dict[str, Any], artifact: str, json_out: bool) -> None:
     """Benchmark an existing export artifact per execution provider, with PyTorch eager as baseline."""
     from gptctl.bench import bench_artifact
     from gptctl.cli.progress import RichProgress
 
-    options = {"model": artifact, "baseline": baseline, "trust_remote_code": trust_remote_code,
-               **_bench_flags(provider, require_provider, threads, decode_tokens, prompt_lengths, batch_sizes, iterations, warmup)}
     with RichProgress(enabled=not json_out) as progress:
-        manifest = bench_artifact(options, progress=progress)
+        manifest = bench_artifact({**values, "model": artifact}, progress=progress)
     if json_out:
         print_json(manifest)
         return
     render_benchmark(manifest["benchmark"])
+
+
+# Every flag is a field of ExportOptions / BenchOptions (gptctl/export/options.py, gptctl/runtime/settings.py):
+# --quantize's choices come from the quantization registry, --provider's from the execution providers' table.
+export_command = options_command(ExportOptions, _export, name="export", doc=_export.__doc__, extra=[
+    json_flag("Print the manifest (with validation and benchmark) as JSON."),
+])
+bench_command = options_command(BenchOptions, _bench, name="bench", doc=_bench.__doc__, extra=[
+    extra_option("artifact", str, typer.Argument(..., help=BenchOptions.model_fields["model"].help)),
+    json_flag("Print the artifact's manifest with the fresh benchmark as JSON."),
+])
 
 
 def _fmt(x: Any, spec: str = ".3g") -> str:
@@ -130,16 +67,16 @@ def _fmt(x: Any, spec: str = ".3g") -> str:
 
 
 def render_export(manifest: dict[str, Any], output: str) -> None:
+    """Validation summary (worst output per kind; every output under --verbose), then the artifact."""
     from rich.table import Table
 
+    from gptctl.cli.common import VERBOSITY
+
     v = manifest["validation"]
-    table = Table(title=f"validation: ONNX Runtime vs PyTorch (atol {v['atol']:g}; {v.get('checked_graph', 'model.onnx')})")
-    for col in ("output", "prefill max |diff|", "decode max |diff|", "ok"):
-        table.add_column(col, justify="left" if col == "output" else "right")
-    for name, d in v["outputs"].items():
-        ok = d["max"] <= v["atol"]
-        table.add_row(name, _fmt(d.get("prefill")), _fmt(d.get("decode")), "[green]ok[/]" if ok else "[red]over[/]")
-    out.print(table)
+    title = f"validation: ONNX Runtime vs PyTorch, max |diff| (atol {v['atol']:g}; {v.get('checked_graph', 'model.onnx')})"
+    out.print(_validation_table(v, title) if VERBOSITY["level"] > 0 else _validation_summary(v, title))
+    if VERBOSITY["level"] <= 0 and len(v["outputs"]) > len(_output_kinds(v["outputs"])):
+        out.print("[dim]every output: gptctl --verbose export ..., or validation.outputs in gptctl.json[/]", highlight=False)
     if v.get("greedy_match") is not None:
         out.print(f"greedy generation: {v['greedy_tokens']} tokens, " + ("[green]identical[/]" if v["greedy_match"] else "[red]differ[/]"))
     if v.get("lora_merge"):
@@ -147,7 +84,7 @@ def render_export(manifest: dict[str, Any], output: str) -> None:
         out.print(f"LoRA merge: adapter vs merged logits max |diff| {lm['max_abs_diff']:.3g} (atol {lm['atol']:g})")
     m = manifest["metrics"]
     summary = Table(title="artifact")
-    summary.add_column("metric")
+    summary.add_column("metric", no_wrap=True)
     summary.add_column("value", justify="right")
     rows = [("output", output), ("size (MB)", m["size_bytes"] / 1e6), ("export wall (s)", m["export_wall_s"]),
             ("max |diff|", v["max_abs_diff"]), ("validation", "passed" if v["passed"] else "FAILED")]
@@ -166,8 +103,56 @@ def render_export(manifest: dict[str, Any], output: str) -> None:
         render_benchmark(manifest["benchmark"])
 
 
-def render_benchmark(bench: dict[str, Any]) -> None:
+def _output_kind(name: str) -> str:
+    """present.3.key -> present keys; logits -> logits (a kind per graph output role)."""
+    parts = name.split(".")
+    if len(parts) == 3 and parts[1].isdigit():
+        return f"{parts[0]} {parts[2]}s"
+    return name
+
+
+def _output_kinds(outputs: dict[str, Any]) -> dict[str, list[str]]:
+    kinds: dict[str, list[str]] = {}
+    for name in outputs:
+        kinds.setdefault(_output_kind(name), []).append(name)
+    return kinds
+
+
+def _ok(d: dict[str, Any], atol: float) -> bool:
+    return d["max"] <= atol
+
+
+def _validation_summary(v: dict[str, Any], title: str) -> Any:
+    """One row per kind of output (logits, present keys, present values): its worst output and how many
+    are within atol. SmolLM2-135M's 30 layers alone give 60 present.* rows; every row is in the manifest."""
     from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("outputs", "n", "worst", "prefill", "decode", "ok"):
+        table.add_column(col, justify="left" if col in ("outputs", "worst") else "right", no_wrap=True)
+    for kind, names in _output_kinds(v["outputs"]).items():
+        worst = max(names, key=lambda n: v["outputs"][n]["max"])
+        d = v["outputs"][worst]
+        within = sum(_ok(v["outputs"][n], v["atol"]) for n in names)
+        ok = "[green]ok[/]" if within == len(names) else f"[red]{len(names) - within} over[/]"
+        table.add_row(kind, str(len(names)), worst if len(names) > 1 else "", _fmt(d.get("prefill")), _fmt(d.get("decode")), ok)
+    return table
+
+
+def _validation_table(v: dict[str, Any], title: str) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("output", "prefill", "decode", "ok"):
+        table.add_column(col, justify="left" if col == "output" else "right", no_wrap=True)
+    for name, d in v["outputs"].items():
+        table.add_row(name, _fmt(d.get("prefill")), _fmt(d.get("decode")), "[green]ok[/]" if _ok(d, v["atol"]) else "[red]over[/]")
+    return table
+
+
+def render_benchmark(bench: dict[str, Any]) -> None:
+    """One row per backend when the console is wide enough, else one column per backend."""
+    from gptctl.cli.common import print_fitting
 
     cells = []
     for entry in bench.values():
@@ -178,24 +163,51 @@ def render_benchmark(bench: dict[str, Any]) -> None:
     pre = some.get("prefill_ms") or {}
     title = "benchmark"
     if pre:
-        title += f" (prefill: {pre.get('iterations')} timed runs after {pre.get('warmup')} warm-up; decode: batch 1, {some.get('decode_tokens')} tokens, median of {some.get('decode_runs')})"
-    table = Table(title=title)
-    cols = ["backend", "active", "session (s)"] + [f"prefill {c} p50/p90/p99 ms" for c in cells] + \
-           ["decode tok/s", "vs pytorch", "peak RSS MB", "size MB"]
-    for col in cols:
-        table.add_column(col, justify="left" if col in ("backend", "active") else "right")
-    for name, e in bench.items():
-        if not e.get("available"):
-            table.add_row(name, "[red]no[/]", "-", *["-" for _ in cells], "-", "-", "-", "-")
-            continue
-        pre_cells = []
-        for c in cells:
-            p = (e.get("prefill_ms") or {}).get(c)
-            pre_cells.append(f"{p['p50']:.1f}/{p['p90']:.1f}/{p['p99']:.1f}" if p else "-")
-        speed = e.get("decode_speedup_vs_pytorch")
-        table.add_row(name, "[green]yes[/]", _fmt(e.get("session_s")), *pre_cells, _fmt(e.get("decode_tokens_per_s"), ".1f"),
-                      f"{speed:.2f}x" if speed else "-", _fmt(e.get("peak_rss_mb"), ".0f"), _fmt(e.get("size_mb"), ".1f"))
-    out.print(table)
+        title += (f" (prefill ms p50/p90/p99: {pre.get('iterations')} timed runs after {pre.get('warmup')} warm-up; "
+                  f"decode: batch 1, {some.get('decode_tokens')} tokens, median of {some.get('decode_runs')})")
+    # (header, value per measured backend); an unavailable backend shows "-" in every row.
+    rows = [("active", lambda e: "[green]yes[/]"), ("session s", lambda e: _fmt(e.get("session_s")))]
+    rows += [(f"prefill {c}", lambda e, c=c: _prefill(e, c)) for c in cells]
+    rows += [("decode tok/s", lambda e: _fmt(e.get("decode_tokens_per_s"), ".1f")),
+             ("vs pytorch", lambda e: f"{e['decode_speedup_vs_pytorch']:.2f}x" if e.get("decode_speedup_vs_pytorch") else "-"),
+             ("peak RSS MB", lambda e: _fmt(e.get("peak_rss_mb"), ".0f")), ("size MB", lambda e: _fmt(e.get("size_mb"), ".1f"))]
+    print_fitting(_bench_by_backend(bench, rows, title), _bench_by_metric(bench, rows, title))
     for name, e in bench.items():
         if not e.get("available"):
             out.print(f"[yellow]{name}:[/] not measured: {e.get('reason')}", highlight=False)
+
+
+def _prefill(e: dict[str, Any], cell: str) -> str:
+    p = (e.get("prefill_ms") or {}).get(cell)
+    return f"{p['p50']:.1f}/{p['p90']:.1f}/{p['p99']:.1f}" if p else "-"
+
+
+def _bench_cell(e: dict[str, Any], value: Any, header: str) -> str:
+    if e.get("available"):
+        return value(e)
+    return "[red]no[/]" if header == "active" else "-"
+
+
+def _bench_by_backend(bench: dict[str, Any], rows: list, title: str) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("backend", no_wrap=True)
+    for header, _ in rows:
+        table.add_column(header, justify="left" if header == "active" else "right", no_wrap=True)
+    for name, e in bench.items():
+        table.add_row(name, *[_bench_cell(e, value, header) for header, value in rows])
+    return table
+
+
+def _bench_by_metric(bench: dict[str, Any], rows: list, title: str) -> Any:
+    """Transposed for narrow output: a few backends fit 80 columns where a dozen metric columns do not."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("", no_wrap=True)
+    for name in bench:
+        table.add_column(name, justify="right", no_wrap=True)
+    for header, value in rows:
+        table.add_row(header, *[_bench_cell(e, value, header) for e in bench.values()])
+    return table

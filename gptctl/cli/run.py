@@ -1,12 +1,15 @@
 """Run a YAML recipe: select -> optimize -> export, cached, resumable, with gates for CI.
 
-Each step writes to WORKDIR/NAME/ and is skipped while its inputs, options and gptctl version are unchanged. Exit codes: 0 every step finished and every gate passed; 1 a gate or a step failed; 2 the recipe (an option, an input) is invalid. `--dry-run` prints the resolved plan and exits 0.
+Each step writes to WORKDIR/NAME/ and is skipped while its inputs, options and gptctl version are unchanged;
+an interrupted training step continues from its checkpoint. One run per workdir at a time (`--wait`).
+Every run keeps its summary in WORKDIR/summaries/RUN.json; WORKDIR/summary.json is the latest.
+Exit codes: 0 every step finished and every gate passed; 1 a gate or a step failed; 2 the recipe (an
+option, an input) is invalid or the workdir is in use; 130 interrupted. `--dry-run` prints the plan, exits 0.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -14,10 +17,10 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from gptctl.cli.common import err, handle_errors, out, print_json
+from gptctl.cli.common import err, fail, handle_errors, out, print_json
 
 _MARK = {"ran": "[green]ran[/]", "cached": "[cyan]cached[/]", "failed": "[red]failed[/]",
-         "not-run": "[dim]not run[/]", "would-run": "[yellow]would run[/]"}
+         "interrupted": "[red]interrupted[/]", "not-run": "[dim]not run[/]", "would-run": "[yellow]would run[/]"}
 
 
 @handle_errors
@@ -29,6 +32,13 @@ def run_command(
     workdir: Optional[Path] = typer.Option(None, "--workdir", help="Run folder, one sub-folder per step [default: runs/<recipe name>/]."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the resolved plan (what is cached, what would run); run nothing."),
     force: bool = typer.Option(False, "--force", help="Rerun every step even when its cached result is still valid."),
+    resume: bool = typer.Option(
+        True, "--resume/--no-resume",
+        help="Continue an interrupted training step from its checkpoint when its inputs and options are unchanged "
+             "(on by default, so a plain rerun resumes); --no-resume starts it over."),
+    wait: float = typer.Option(
+        0.0, "--wait", metavar="SECONDS", min=0,
+        help="When another run holds the workdir, wait up to SECONDS for it to finish (then exit 2); 0: exit 2 at once."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary (steps, status, durations, metrics, gates) to stdout."),
     show_progress: bool = typer.Option(True, "--progress/--no-progress", help="Draw progress bars on stderr."),
 ) -> None:
@@ -42,30 +52,27 @@ def run_command(
     # With --json, stdout carries only the JSON: whatever a library prints goes to stderr instead.
     quiet_stdout = contextlib.redirect_stdout(sys.stderr) if json_out else contextlib.nullcontext()
     with quiet_stdout, RichProgress(enabled=show_progress and not dry_run) as progress:
-        report = run_recipe(plan, where, force=force, dry_run=dry_run, progress=progress,
+        report = run_recipe(plan, where, force=force, dry_run=dry_run, resume=resume, wait_s=wait, progress=progress,
                             on_event=None if dry_run else lambda event, step: _event(progress, event, step))
     summary = report.to_dict()
     if dry_run:
         for entry, step in zip(summary["steps"], report.steps):
             entry["options"] = step.options
-    else:
-        (where / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    if json_out:
+    if report.busy:
+        err.print(f"[yellow]note:[/] workdir {where} is in use by run PID {report.busy.get('pid', '?')} since "
+                  f"{report.busy.get('started', '?')}: its step in progress shows as interrupted", highlight=False)
+    if json_out and report.error is None:
         print_json(summary)
     elif dry_run:
         _print_plan(plan, report)
-    else:
+    elif not json_out:
         _print_results(report)
     if report.error is not None:
-        err.print(f"[bold red]error:[/] {report.error.message}", highlight=False)
-        for line in report.error.details:
-            err.print(f"  {line}", highlight=False, markup=False)
-        if report.error.hint:
-            err.print(f"[yellow]hint:[/] {report.error.hint}", highlight=False)
-    elif not dry_run:
+        fail(report.error, json_out=json_out, partial=summary)
+    if not dry_run:
         failed = sum(not g.passed for g in report.gates)
         verdict = "[green]passed[/]" if report.passed else f"[red]failed[/] ({failed} of {len(report.gates)} gates)"
-        err.print(f"[bold]{plan.name}[/] {verdict}; summary: {where / 'summary.json'}", highlight=False)
+        err.print(f"[bold]{plan.name}[/] {verdict}; summary: {report.summary_path}", highlight=False)
     raise typer.Exit(report.exit_code)
 
 
@@ -79,6 +86,8 @@ def _event(progress, event: str, step) -> None:
         progress.rich.console.print(f"✓ {label}: done in {step.duration_s:.1f}s", highlight=False)
     elif event == "failed":
         progress.rich.console.print(f"✗ {label}: [red]failed[/]: {step.error}", highlight=False)
+    elif event == "interrupted":
+        progress.rich.console.print(f"✗ {label}: [red]interrupted[/] after {step.duration_s:.1f}s", highlight=False)
 
 
 def _print_plan(plan, report) -> None:
@@ -106,8 +115,7 @@ def _print_results(report) -> None:
     for col in ("step", "kind", "status", "time", "output"):
         steps.add_column(col, overflow="fold")
     for s in report.steps:
-        steps.add_row(s.name, f"{s.kind} {s.method or ''}".strip(), _MARK.get(s.status, s.status),
-                      f"{s.duration_s:.1f}s" if s.status == "ran" else "", s.output)
+        steps.add_row(s.name, f"{s.kind} {s.method or ''}".strip(), _MARK.get(s.status, s.status), _time(s), s.output)
     _show(steps)
     if report.gates:
         gates = Table(title="Gates")
@@ -147,6 +155,15 @@ def _show(table: Table) -> None:
         from rich.console import Console
 
         Console(file=out.file, width=max(out.width, 120)).print(table)
+
+
+def _time(step) -> str:
+    """A step's time: this run's, or for a cached step the run that made its result (in brackets)."""
+    if step.status in ("ran", "interrupted", "failed") and step.duration_s:
+        return f"{step.duration_s:.1f}s"
+    if step.status == "cached" and step.produced_by and step.produced_by.get("duration_s"):
+        return f"({step.produced_by['duration_s']:.1f}s, run {step.produced_by.get('run') or '?'})"
+    return ""
 
 
 def _value(v) -> str:

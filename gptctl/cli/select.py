@@ -14,102 +14,19 @@ Hard constraints filter the catalog; a documented weighted score (quality, size,
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Optional
 
 import typer
 
-from gptctl.cli.common import err, handle_errors, out, print_json
-
-# Option factories, shared with `gptctl catalog list` (a fresh OptionInfo per command).
-_C = "Constraints"
-
-
-def opt_domain():
-    return typer.Option(None, "--domain", "-d", metavar="DOMAIN", help="Keep models in this domain (repeatable: any of). E.g. medical, code, general.", rich_help_panel=_C)
+from gptctl.cli.common import err, out, print_fitting, print_json
+from gptctl.cli.flags import extra_option, json_flag, options_command
+from gptctl.selection.options import SelectOptions
 
 
-def opt_max_params():
-    return typer.Option(None, "--max-params", metavar="N", help="At most N parameters: 135m, 1.5b, 7B, 7e9.", rich_help_panel=_C)
-
-
-def opt_min_params():
-    return typer.Option(None, "--min-params", metavar="N", help="At least N parameters (units as --max-params).", rich_help_panel=_C)
-
-
-def opt_license():
-    return typer.Option(None, "--license", "-l", metavar="LICENSE", help="Allow this license id (repeatable allow-list), e.g. apache-2.0, mit.", rich_help_panel=_C)
-
-
-def opt_task():
-    return typer.Option(None, "--task", metavar="TASK", help="A task the model must list, e.g. text-generation.", rich_help_panel=_C)
-
-
-def opt_language():
-    return typer.Option(None, "--language", metavar="LANG", help="A language the model must list (ISO 639 code, e.g. en, zh).", rich_help_panel=_C)
-
-
-def opt_min_context():
-    return typer.Option(None, "--min-context", metavar="TOKENS", help="At least this context length: 4096, 8k (k = 1024).", rich_help_panel=_C)
-
-
-def opt_instruct():
-    return typer.Option(None, "--instruct/--base", help="Only instruction-tuned models, or only base models.", show_default=False, rich_help_panel=_C)
-
-
-def opt_metric():
-    return typer.Option(None, "--metric", "-m", metavar="EXPR", help="Metric floor, e.g. 'mmlu>=40' (repeatable). Models without that metric are excluded.", rich_help_panel=_C)
-
-
-def opt_architecture():
-    return typer.Option(None, "--architecture", "-a", metavar="ARCH", help="Keep this transformers model_type (repeatable), e.g. llama, qwen2.", rich_help_panel=_C)
-
-
-def opt_exportable():
-    return typer.Option(False, "--exportable", help="Only architectures optimum's ONNX exporter supports (text generation with KV cache).", rich_help_panel=_C)
-
-
-def opt_catalog():
-    return typer.Option(None, "--catalog", "-c", metavar="FILE", help="Catalog file (repeatable; later files override the same ids). Replaces the bundled catalog; 'builtin' names it. Default: $GPTCTL_CATALOG, else the bundled catalog.", rich_help_panel="Catalog")
-
-
-def opt_json():
-    return typer.Option(False, "--json", help="Print one JSON object to stdout instead of a table.", rich_help_panel="Output")
-
-
-def filter_values(**kw: Any) -> dict[str, Any]:
-    """CLI values -> SelectOptions input (None / empty left out so defaults apply)."""
-    return {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in kw.items() if v not in (None, [], ())}
-
-
-@handle_errors
-def select_command(
-    domain: Optional[List[str]] = opt_domain(),
-    max_params: Optional[str] = opt_max_params(),
-    min_params: Optional[str] = opt_min_params(),
-    license: Optional[List[str]] = opt_license(),
-    task: Optional[str] = opt_task(),
-    language: Optional[str] = opt_language(),
-    min_context: Optional[str] = opt_min_context(),
-    instruct: Optional[bool] = opt_instruct(),
-    metric: Optional[List[str]] = opt_metric(),
-    architecture: Optional[List[str]] = opt_architecture(),
-    exportable: bool = opt_exportable(),
-    weight: Optional[List[str]] = typer.Option(None, "--weight", "-w", metavar="NAME=W", help="Scoring weight, e.g. quality=0.7 (repeatable). Criteria: quality, size, context, recency, license. Weights are normalised to sum 1.", rich_help_panel="Scoring"),
-    top: Optional[int] = typer.Option(None, "--top", "-n", metavar="N", help="Show only the best N.", rich_help_panel="Output"),
-    explain: bool = typer.Option(False, "--explain", help="Also list every excluded model with the first constraint it failed.", rich_help_panel="Output"),
-    json_out: bool = opt_json(),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="FILE", help="Write the selection (chosen model, ranking, constraints, catalog hash) as JSON; optimize and run accept it as --model.", rich_help_panel="Output"),
-    catalog: Optional[List[str]] = opt_catalog(),
-) -> None:
+def _select(values: dict[str, Any], json_out: bool, output: Optional[Path]) -> None:
     from gptctl.options import parse_options
-    from gptctl.selection import SelectOptions, select_models, write_selection
+    from gptctl.selection import select_models, write_selection
 
-    values = filter_values(
-        domain=domain, max_params=max_params, min_params=min_params, license=license, task=task,
-        language=language, min_context=min_context, instruct=instruct, metric=metric,
-        architecture=architecture, exportable=exportable or None, weight=weight, top=top,
-        explain=explain or None, catalog=catalog,
-    )
     options = parse_options(SelectOptions, values, what="select options")
     if output is not None and output.is_dir():  # fail before any output is printed
         from gptctl.errors import BadInput
@@ -119,14 +36,25 @@ def select_command(
     if result.matched:
         for w in result.warnings:  # when nothing matched they are part of the error's details
             err.print(f"[yellow]warning:[/] {w}", highlight=False)
-    if json_out:
-        print_json(result.to_dict())
+    if json_out:  # nothing matched: the error path prints one object, the funnel and nearest misses included
+        print_json(result.require_match().to_dict())
     else:
         render_selection(result)
     result.require_match()  # exit 1 with the funnel and nearest misses
     if output is not None:
         path = write_selection(result, output)
         err.print(f"wrote {path} (selected {result.models[0].id})", highlight=False)
+
+
+# The flags are SelectOptions' declarations (gptctl/selection/options.py); `--json` and `--output`
+# belong to the command, not to the selection.
+select_command = options_command(SelectOptions, _select, name="select", doc=__doc__, extra=[
+    json_flag(),
+    extra_option("output", Optional[Path], typer.Option(
+        None, "--output", "-o", metavar="FILE", rich_help_panel="Output",
+        help="Write the selection (chosen model, ranking, constraints, catalog hash) as JSON; optimize and run "
+             "accept it as --model.")),
+])
 
 
 # ------------------------------------------------------------------------------------------ rendering
@@ -136,15 +64,16 @@ _PART_HEADERS = {"quality": "qual", "size": "size", "context": "ctx", "recency":
 
 
 def render_selection(result: Any) -> None:
+    """The ranking as a table: one row per model when the console is wide enough, else (pipes and CI
+    logs are 80 columns) one block per model with the id whole on its first line."""
     from rich import box
     from rich.table import Table
-
-    from gptctl.catalog.units import format_params
 
     weights = result.scoring["weights"]
     funnel = f"{result.total} in catalog" + "".join(f" → {f['label']}: {f['after']}" for f in result.funnel)
     shown = f"top {len(result.models)} of {result.matched}" if result.top and result.matched > len(result.models) else str(result.matched)
-    table = Table(
+    rows = result.models if result.top else result.models[:TABLE_MAX_ROWS]
+    style = dict(
         title=f"{shown} model{'s' if result.matched != 1 else ''} ({funnel})",
         caption=(
             "score = sum of parts: " + " + ".join(f"{_PART_HEADERS[k]}×{w:.2f}" for k, w in weights.items())
@@ -152,31 +81,75 @@ def render_selection(result: Any) -> None:
         ),
         title_justify="left", caption_justify="left", highlight=False, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
     )
-    # Numbers never wrap or truncate; long ids and domain lists fold onto more lines instead.
-    table.add_column("#", justify="right", no_wrap=True)
-    table.add_column("id", overflow="fold", style="bold", min_width=16)
-    table.add_column("params", justify="right", no_wrap=True)
-    table.add_column("domains", overflow="fold")
-    table.add_column("license", overflow="fold")
-    table.add_column("score", justify="right", style="bold", no_wrap=True)
-    for k in weights:
-        table.add_column(_PART_HEADERS[k], justify="right", no_wrap=True)
-    rows = result.models if result.top else result.models[:TABLE_MAX_ROWS]
-    for m in rows:
-        e = m.entry
-        parts = m.scored.parts
-        cells = [f"{parts[k]:.1f}{'*' if k in m.scored.imputed else ''}" if k in parts else "—*" for k in weights]
-        table.add_row(str(m.rank), e.id, format_params(e.params), ",".join(e.domains), e.license or "?", f"{m.score:.1f}", *cells)
     if result.models:
-        out.print(table)
+        print_fitting(_wide_selection(Table(**style), rows, weights), _narrow_selection(Table(**style), rows, weights))
     if len(rows) < len(result.models):
         out.print(f"… {len(result.models) - len(rows)} more below rank {len(rows)} (use --top N, or --json for all)", highlight=False)
     if result.explain and result.exclusions:
-        ex = Table(title=f"{len(result.exclusions)} excluded (first constraint failed)", title_justify="left",
-                   highlight=False, box=box.SIMPLE_HEAD, pad_edge=False)
-        ex.add_column("id", overflow="fold", ratio=2)
-        ex.add_column("constraint", overflow="fold", ratio=1)
-        ex.add_column("why", overflow="fold", ratio=3)
-        for x in result.exclusions:
-            ex.add_row(x.id, x.label, x.reason)
-        out.print(ex)
+        print_fitting(*_exclusion_tables(result.exclusions))
+
+
+def _exclusion_tables(exclusions: list) -> tuple[Any, Any]:
+    """Excluded models: id | constraint | why, or (narrow) the id on a line, the reason indented below."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    tables = []
+    for narrow in (False, True):
+        t = Table(title=f"{len(exclusions)} excluded (first constraint failed)", title_justify="left",
+                  highlight=False, box=box.SIMPLE_HEAD, pad_edge=False)
+        if narrow:
+            t.add_column("id: constraint, why")
+            for x in exclusions:
+                t.add_row(Text(x.id, style="bold") + Text(f"\n  {x.label}: {x.reason}"))
+        else:
+            for col in ("id", "constraint", "why"):
+                t.add_column(col, no_wrap=col == "id")
+            for x in exclusions:
+                t.add_row(x.id, x.label, x.reason)
+        tables.append(t)
+    return tables[0], tables[1]
+
+
+def _part_cells(m: Any, weights: dict) -> list[str]:
+    parts = m.scored.parts
+    return [f"{parts[k]:.1f}{'*' if k in m.scored.imputed else ''}" if k in parts else "—*" for k in weights]
+
+
+def _wide_selection(table: Any, rows: list, weights: dict) -> Any:
+    from gptctl.catalog.units import format_params
+
+    # Ids and numbers never wrap; domain lists and licenses wrap between words.
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("id", style="bold", no_wrap=True)
+    table.add_column("params", justify="right", no_wrap=True)
+    table.add_column("domains")
+    table.add_column("license")
+    table.add_column("score", justify="right", style="bold", no_wrap=True)
+    for k in weights:
+        table.add_column(_PART_HEADERS[k], justify="right", no_wrap=True)
+    for m in rows:
+        e = m.entry
+        table.add_row(str(m.rank), e.id, format_params(e.params), ", ".join(e.domains), e.license or "?", f"{m.score:.1f}",
+                      *_part_cells(m, weights))
+    return table
+
+
+def _narrow_selection(table: Any, rows: list, weights: dict) -> Any:
+    """Under 80 columns' worth: the id on its own line, domains, license and score parts below it."""
+    from rich.text import Text
+
+    from gptctl.catalog.units import format_params
+
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("model (domains · license; score parts)", min_width=max(len(m.entry.id) for m in rows))
+    table.add_column("params", justify="right", no_wrap=True)
+    table.add_column("score", justify="right", style="bold", no_wrap=True)
+    for m in rows:
+        e = m.entry
+        parts = "  ".join(f"{_PART_HEADERS[k]} {cell}" for k, cell in zip(weights, _part_cells(m, weights)))
+        cell = Text(e.id, style="bold")
+        cell.append(f"\n{', '.join(e.domains)} · {e.license or '?'}\n{parts}", style="dim")
+        table.add_row(str(m.rank), cell, format_params(e.params), f"{m.score:.1f}")
+    return table

@@ -148,82 +148,114 @@ def fold_prompt_prefix(proto: Any, prefix: Sequence[tuple[Any, Any]]) -> int:
     decoder whose tokens are conditioned on the prompt exactly as in peft's forward.
     Returns P.
     """
-    import numpy as np
-    from onnx import helper, numpy_helper
-
     graph = proto.graph
     num_virtual = int(prefix[0][0].shape[2])
     inputs = {i.name for i in graph.input}
     outputs = {o.name for o in graph.output}
     if "input_ids" not in inputs or not any(n.startswith("past_key_values.") for n in inputs):
         raise BadInput("a prompt-tuning adapter needs the text-generation-with-past task", "drop --task or pass --task text-generation-with-past")
-    head: list[Any] = []
-    tail: list[Any] = []
-    inits: list[Any] = []
-    renames: dict[str, str] = {}
-
-    def const(name: str, array: Any) -> str:
-        inits.append(numpy_helper.from_array(np.asarray(array), name))
-        return name
-
-    # batch = Shape(input_ids)[0:1], so the constant prefix can be expanded to the batch.
-    head.append(helper.make_node("Shape", ["input_ids"], ["gptctl/prompt/batch"], start=0, end=1, name="gptctl/prompt/batch"))
-    for layer, (key, value) in enumerate(prefix):
-        for kind, tensor in (("key", key), ("value", value)):
-            name = f"past_key_values.{layer}.{kind}"
-            if name not in inputs:
-                raise BadInput(f"exported graph has no input {name}", "the architecture's cache layout is not supported for prompt folding")
-            t = np.ascontiguousarray(np.asarray(tensor, dtype=np.float32))
-            c = const(f"gptctl/prompt/{layer}.{kind}", t)
-            shp = const(f"gptctl/prompt/{layer}.{kind}/dims", np.array(t.shape[1:], dtype=np.int64))
-            full_shape = f"gptctl/prompt/{layer}.{kind}/shape"
-            expanded = f"gptctl/prompt/{layer}.{kind}/expanded"
-            joined = f"{name}/with_prompt"
-            head += [
-                helper.make_node("Concat", ["gptctl/prompt/batch", shp], [full_shape], axis=0),
-                helper.make_node("Expand", [c, full_shape], [expanded]),
-                helper.make_node("Concat", [expanded, name], [joined], axis=2),
-            ]
-            renames[name] = joined
-            present = f"present.{layer}.{kind}"
-            if present not in outputs:
-                raise BadInput(f"exported graph has no output {present}", "the architecture's cache layout is not supported for prompt folding")
-    if "attention_mask" in inputs:
-        ones = const("gptctl/prompt/mask_ones", np.ones((1, num_virtual), dtype=np.int64))
-        mshape = const("gptctl/prompt/mask_dims", np.array([num_virtual], dtype=np.int64))
-        head += [
-            helper.make_node("Concat", ["gptctl/prompt/batch", mshape], ["gptctl/prompt/mask_shape"], axis=0),
-            helper.make_node("Expand", [ones, "gptctl/prompt/mask_shape"], ["gptctl/prompt/mask_prefix"]),
-            helper.make_node("Concat", ["gptctl/prompt/mask_prefix", "attention_mask"], ["attention_mask/with_prompt"], axis=1),
-        ]
-        renames["attention_mask"] = "attention_mask/with_prompt"
-    if "position_ids" in inputs:
-        offset = const("gptctl/prompt/position_offset", np.array(num_virtual, dtype=np.int64))
-        head.append(helper.make_node("Add", ["position_ids", offset], ["position_ids/with_prompt"]))
-        renames["position_ids"] = "position_ids/with_prompt"
+    fold = _PrefixFold(num_virtual)
+    fold.cache(prefix, inputs, outputs)
+    fold.mask_and_positions(inputs)
     for node in graph.node:
         for i, name in enumerate(node.input):
-            if name in renames:
-                node.input[i] = renames[name]
-    # Present outputs: the graph computes concat(prefix, past, new); callers get (past, new).
-    starts = const("gptctl/prompt/slice_start", np.array([num_virtual], dtype=np.int64))
-    ends = const("gptctl/prompt/slice_end", np.array([np.iinfo(np.int64).max], dtype=np.int64))
-    axes = const("gptctl/prompt/slice_axis", np.array([2], dtype=np.int64))
-    for node in graph.node:
-        for i, name in enumerate(node.output):
-            if name.startswith("present.") and name in outputs:
-                full = f"{name}/with_prompt"
-                node.output[i] = full
-                for other in graph.node:
-                    for j, inp in enumerate(other.input):
-                        if inp == name:
-                            other.input[j] = full
-                tail.append(helper.make_node("Slice", [full, starts, ends, axes], [name]))
-    nodes = head + list(graph.node) + tail
+            if name in fold.renames:
+                node.input[i] = fold.renames[name]
+    tail = fold.slice_presents(graph, outputs)
+    nodes = fold.head + list(graph.node) + tail
     del graph.node[:]
     graph.node.extend(nodes)
-    graph.initializer.extend(inits)
+    graph.initializer.extend(fold.inits)
     return num_virtual
+
+
+class _PrefixFold:
+    """The nodes and constants `fold_prompt_prefix` adds: `head` runs before the graph, `renames` point
+    the graph's inputs at their prefixed versions."""
+
+    def __init__(self, num_virtual: int):
+        from onnx import helper
+
+        self.num_virtual = num_virtual
+        self.inits: list[Any] = []
+        self.renames: dict[str, str] = {}
+        # batch = Shape(input_ids)[0:1], so the constant prefix can be expanded to the batch.
+        self.head: list[Any] = [helper.make_node("Shape", ["input_ids"], ["gptctl/prompt/batch"], start=0, end=1,
+                                                 name="gptctl/prompt/batch")]
+
+    def const(self, name: str, array: Any) -> str:
+        import numpy as np
+        from onnx import numpy_helper
+
+        self.inits.append(numpy_helper.from_array(np.asarray(array), name))
+        return name
+
+    def cache(self, prefix: Sequence[tuple[Any, Any]], inputs: set[str], outputs: set[str]) -> None:
+        """past_key_values.L.key/value -> concat(expanded prefix, past)."""
+        import numpy as np
+        from onnx import helper
+
+        for layer, (key, value) in enumerate(prefix):
+            for kind, tensor in (("key", key), ("value", value)):
+                name = f"past_key_values.{layer}.{kind}"
+                if name not in inputs:
+                    raise BadInput(f"exported graph has no input {name}", "the architecture's cache layout is not supported for prompt folding")
+                t = np.ascontiguousarray(np.asarray(tensor, dtype=np.float32))
+                c = self.const(f"gptctl/prompt/{layer}.{kind}", t)
+                shp = self.const(f"gptctl/prompt/{layer}.{kind}/dims", np.array(t.shape[1:], dtype=np.int64))
+                full_shape = f"gptctl/prompt/{layer}.{kind}/shape"
+                expanded = f"gptctl/prompt/{layer}.{kind}/expanded"
+                joined = f"{name}/with_prompt"
+                self.head += [
+                    helper.make_node("Concat", ["gptctl/prompt/batch", shp], [full_shape], axis=0),
+                    helper.make_node("Expand", [c, full_shape], [expanded]),
+                    helper.make_node("Concat", [expanded, name], [joined], axis=2),
+                ]
+                self.renames[name] = joined
+                present = f"present.{layer}.{kind}"
+                if present not in outputs:
+                    raise BadInput(f"exported graph has no output {present}", "the architecture's cache layout is not supported for prompt folding")
+
+    def mask_and_positions(self, inputs: set[str]) -> None:
+        """P leading ones on the attention mask; position ids moved by P."""
+        import numpy as np
+        from onnx import helper
+
+        num_virtual = self.num_virtual
+        if "attention_mask" in inputs:
+            ones = self.const("gptctl/prompt/mask_ones", np.ones((1, num_virtual), dtype=np.int64))
+            mshape = self.const("gptctl/prompt/mask_dims", np.array([num_virtual], dtype=np.int64))
+            self.head += [
+                helper.make_node("Concat", ["gptctl/prompt/batch", mshape], ["gptctl/prompt/mask_shape"], axis=0),
+                helper.make_node("Expand", [ones, "gptctl/prompt/mask_shape"], ["gptctl/prompt/mask_prefix"]),
+                helper.make_node("Concat", ["gptctl/prompt/mask_prefix", "attention_mask"], ["attention_mask/with_prompt"], axis=1),
+            ]
+            self.renames["attention_mask"] = "attention_mask/with_prompt"
+        if "position_ids" in inputs:
+            offset = self.const("gptctl/prompt/position_offset", np.array(num_virtual, dtype=np.int64))
+            self.head.append(helper.make_node("Add", ["position_ids", offset], ["position_ids/with_prompt"]))
+            self.renames["position_ids"] = "position_ids/with_prompt"
+
+    def slice_presents(self, graph: Any, outputs: set[str]) -> list[Any]:
+        """Present outputs: the graph computes concat(prefix, past, new); callers get (past, new)."""
+        import numpy as np
+        from onnx import helper
+
+        starts = self.const("gptctl/prompt/slice_start", np.array([self.num_virtual], dtype=np.int64))
+        ends = self.const("gptctl/prompt/slice_end", np.array([np.iinfo(np.int64).max], dtype=np.int64))
+        axes = self.const("gptctl/prompt/slice_axis", np.array([2], dtype=np.int64))
+        tail = []
+        for node in graph.node:
+            for i, name in enumerate(node.output):
+                if name.startswith("present.") and name in outputs:
+                    full = f"{name}/with_prompt"
+                    node.output[i] = full
+                    for other in graph.node:
+                        for j, inp in enumerate(other.input):
+                            if inp == name:
+                                other.input[j] = full
+                    tail.append(helper.make_node("Slice", [full, starts, ends, axes], [name]))
+        return tail
 
 
 def prompt_prefix_cache(peft_model: Any) -> list[tuple[Any, Any]]:

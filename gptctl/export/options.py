@@ -1,58 +1,59 @@
 """Options of `gptctl export` (field names = CLI flag names in snake_case).
 
-Pydantic models with extra keys forbidden, validated before any model is loaded; recipes use the
-same classes for their `export` steps.
+Declared with `gptctl.options.option` (the flags of `gptctl export` come from these fields),
+validated before any model is loaded; recipes use the same class for their `export` steps.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Optional
 
-from pydantic import Field, field_validator, model_validator
-
+from gptctl.export.quant.registry import QUANT_CHOICES, QUANT_METHODS
+from gptctl.options import option
 from gptctl.runtime.settings import BenchSettings
 
 TASKS = ("text-generation-with-past", "text-generation", "feature-extraction")
+_Q = "Quantization"
 
 
 class ExportOptions(BenchSettings):
     """`gptctl export`: one model in, one validated ONNX artifact out."""
 
-    model: str  # any `gptctl optimize` output, HF dir, .gguf, Hub id (local cache), pkg:PACKAGE/FILE
-    output: str
-    overwrite: bool = False
-    task: Literal["text-generation-with-past", "text-generation", "feature-extraction"] = "text-generation-with-past"
-    # Largest |ONNX - PyTorch| allowed on any output (prefill and one decode step); over it -> exit 1.
-    atol: float = Field(default=1e-3, gt=0)
-    opset: Optional[int] = Field(default=None, ge=14, le=23)
-    # ONNX Runtime transformer fusions (where the architecture is supported).
-    optimize: bool = False
-    # Weight-only MatMulNBits quantization of every MatMul weight, the LM head included.
-    quantize: Literal["none", "int8", "int4"] = "none"
-    block_size: int = Field(default=32, ge=16, le=256)
-    # Bits of the LM head under --quantize int4 (int8 quantizes everything to 8). 8 by default, as
-    # llama.cpp's Q4 formats keep the output matrix at 6+ bits: on SmolLM2-135M a 4-bit head cost
-    # +7% perplexity alone, an 8-bit one nothing measurable, for 28 MB instead of 14 MB.
-    head_bits: Literal[4, 8] = 8
-    # fp16 halves size and suits GPU providers; validation then runs the fp32 graph first.
-    dtype: Literal["fp32", "fp16"] = "fp32"
-    # Text (.txt, or .jsonl with a "text" field) for perplexity of the fp32 and quantized graphs.
-    eval_data: Optional[str] = None
-    benchmark: bool = False
-    # Tokens of greedy generation that must match PyTorch token for token.
-    greedy_tokens: int = Field(default=16, ge=1, le=1024)
+    model: str = option("str", None, "Model dir, adapter dir (any `gptctl optimize` output), .gguf, pkg:PACKAGE/FILE "
+                        "or Hub id (local cache).", required=True, short="-m", panel="Input")
+    output: str = option("str", None, "Output directory (written "
+                         "atomically).", required=True, short="-o", panel="Output")
+    overwrite: bool = option("bool", False, "Replace a non-empty --output.", panel="Output")
+    task: str = option("str", "text-generation-with-past", "What the graph computes (with-past: with a KV cache).",
+                       choices=TASKS, panel="Input")
+    atol: float = option("float", 1e-3, "Largest |ONNX - PyTorch| allowed on any output (prefill and one decode "
+                         "step); over it the export fails (exit 1).", gt=0, panel="Validation")
+    opset: Optional[int] = option("int", None, "ONNX opset (default: optimum's for the architecture).", ge=14, le=23)
+    optimize: bool = option("bool", False, "ONNX Runtime transformer fusions (where the architecture is supported).")
+    # Choices from the quantization registry (gptctl/export/quant/registry.py): a method is a module plus a line there.
+    quantize: str = option("str", "none", "; ".join(f"{s.name}: {s.help}" for s in QUANT_METHODS.values())
+                           + "; every MatMul weight, the LM head included.", choices=QUANT_CHOICES, panel=_Q)
+    block_size: int = option("int", 32, "Weights per quantization scale (a power of two).", ge=16, le=256, panel=_Q)
+    # 8 by default, as llama.cpp's Q4 formats keep the output matrix at 6+ bits.
+    head_bits: int = option("int", 8, "LM head bits under --quantize int4 (int8 quantizes everything to 8): on "
+                            "SmolLM2-135M a 4-bit head cost +7% perplexity alone, an 8-bit one nothing measurable, "
+                            "for 28 MB instead of 14 MB.", choices=(4, 8), panel=_Q)
+    dtype: str = option("str", "fp32", "fp16 halves size and suits GPU providers; validation then runs the fp32 graph "
+                        "first.", choices=("fp32", "fp16"), panel=_Q)
+    eval_data: Optional[str] = option("str", None, "Text (.txt, or .jsonl with a 'text' field) for perplexity of the "
+                                      "fp32 and quantized graphs.", panel="Validation")
+    greedy_tokens: int = option("int", 16, "Tokens of greedy generation that must match PyTorch token for token.",
+                                ge=1, le=1024, panel="Validation")
+    benchmark: bool = option("bool", False, "Benchmark the artifact per provider vs PyTorch eager.", panel="Benchmark")
 
-    @model_validator(mode="after")
-    def _one_precision_change(self):
+    def check_one_precision_change(self) -> None:
         if self.quantize != "none" and self.dtype == "fp16":
             raise ValueError("--quantize and --dtype fp16 are exclusive: quantized weights keep fp32 activations")
         if self.head_bits == 4 and self.quantize != "int4":
             raise ValueError("--head-bits 4 only applies with --quantize int4")
-        return self
 
-    @field_validator("block_size")
-    @classmethod
-    def _power_of_two(cls, v):
+    @staticmethod
+    def normalise_block_size(v: int, done: dict) -> int:
         if v & (v - 1):
             raise ValueError("must be a power of two (16, 32, 64, 128, 256)")
         return v

@@ -74,8 +74,15 @@ def _symbolic_shapes(proto: Any) -> dict[str, tuple] | str:
     inputs = list(proto.graph.input) + [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in big]
     graph = helper.make_graph(list(proto.graph.node), proto.graph.name, inputs, list(proto.graph.output), small)
     light = helper.make_model(graph, opset_imports=list(proto.opset_import), ir_version=proto.ir_version)
+    import contextlib
+    import tempfile
+
     try:
-        inferred = SymbolicShapeInference.infer_shapes(light, auto_merge=True, guess_output_rank=False)
+        # When the inference is incomplete ONNX Runtime saves `sym_shape_infer_temp.onnx` into the current
+        # directory before raising: run it from a scratch directory, so nothing lands outside --output.
+        # (chdir is process-wide; an export runs its passes on one thread.)
+        with tempfile.TemporaryDirectory(prefix="gptctl-shapes-") as scratch, contextlib.chdir(scratch):
+            inferred = SymbolicShapeInference.infer_shapes(light, auto_merge=True, guess_output_rank=False)
     except Exception as exc:  # noqa: BLE001 - an unsupported op only means the pass is skipped
         return f"symbolic shape inference failed: {type(exc).__name__}: {str(exc)[:200]}"
     if inferred is None:

@@ -17,7 +17,7 @@ METHODS = tuple(REGISTRY)  # ("lora", "prompt-tuning", "prune")
 
 
 def options_model(method: str) -> type:
-    """The pydantic options class of `method` (fields = CLI flags in snake_case)."""
+    """The options class of `method` (fields = CLI flags in snake_case)."""
     return options_class(method)
 
 

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
+from gptctl.evaluation.perplexity import perplexity_from_nll
 from gptctl.optimize.data import Dataset, collate
 from gptctl.progress import NULL_PROGRESS, Progress
 
 
 def perplexity(model, data: Dataset, *, batch_size: int, pad_id: int, autocast=None, dist=None,
                progress: Progress = NULL_PROGRESS, label: str = "evaluating") -> dict[str, Any]:
-    """Token-weighted perplexity of `model` on `data` (the labelled tokens of every sequence).
+    """Token-weighted perplexity of `model` on `data` (the labelled tokens of every sequence), the
+    definition `gptctl.evaluation` shares with export.
 
     Args:
         model: a causal LM, or a `CausalLMLoss` wrapping one.
@@ -55,4 +56,4 @@ def perplexity(model, data: Dataset, *, batch_size: int, pad_id: int, autocast=N
         nll, count = dist.reduce(nll, "sum"), dist.reduce(count, "sum")
     tokens = int(count.item())
     mean = nll.item() / max(tokens, 1)
-    return {"ppl": math.exp(min(mean, 700.0)), "nll": mean, "tokens": tokens}
+    return {"ppl": perplexity_from_nll(mean), "nll": mean, "tokens": tokens}

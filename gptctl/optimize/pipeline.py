@@ -44,10 +44,13 @@ class Job:
     fingerprint: dict[str, Any] = field(default_factory=dict)
 
     def set_adapter_base(self, directory: Path) -> None:
-        """Point adapter_config.json at the input model in a form `resolve_model` reads (pkg:, Hub id, path)."""
+        """Point adapter_config.json at the input model in a form plain peft loads (a Hub id or an HF
+        directory; see optimize/card.py); gptctl's own spec (pkg:, ...) stays in gptctl.json."""
+        from gptctl.optimize.card import peft_base_reference
+
         path = Path(directory) / "adapter_config.json"
         cfg = json.loads(path.read_text())
-        cfg["base_model_name_or_path"] = self.base_spec
+        cfg["base_model_name_or_path"] = peft_base_reference(self.source)
         path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
@@ -131,6 +134,8 @@ def _run(method, impl, opts, source, target, work, train_records, eval_records, 
             progress.info(f"saving to {target}")
             outputs = impl.save(job, out)
             tokenizer.save_pretrained(out)
+            if impl.ARTIFACT.endswith("-adapter"):
+                _write_card(job, opts, inputs, metrics, out, target)
             shutil.rmtree(out / "checkpoints", ignore_errors=True)  # only now: a failed save can still resume
             metrics["wall_s"] = round(time.perf_counter() - t_start, 3)
             manifest = _write_manifest(method, opts, inputs, outputs, metrics, source, out)
@@ -138,6 +143,16 @@ def _run(method, impl, opts, source, target, work, train_records, eval_records, 
         metrics["wall_s"] = round(time.perf_counter() - t_start, 3)
     accelerator.wait_for_everyone()
     return manifest
+
+
+def _write_card(job: Job, opts, inputs, metrics, out: Path, target: Path) -> None:
+    """The adapter's README.md (over peft's empty template), from what the manifest will record."""
+    from gptctl.optimize.card import write_adapter_card
+
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    record = {"options": opts.model_dump(mode="json"), "inputs": inputs, "metrics": metrics}
+    write_adapter_card(out, method=job.method, record=record, source=job.source,
+                       base_reference=cfg["base_model_name_or_path"], final_path=target.resolve())
 
 
 def _tokenize(opts, tokenizer, train_records, eval_records, progress, max_length: int | None = None):

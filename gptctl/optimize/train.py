@@ -87,7 +87,9 @@ class _Loop:
         self.total = opts.max_steps or steps
         self.warmup = int(opts.warmup) if opts.warmup >= 1 else round(opts.warmup * self.total)
         optimizer = torch.optim.AdamW(list(self.named.values()), lr=opts.lr, weight_decay=opts.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, self.warmup, self.total))
+        self.schedule = getattr(opts, "schedule", "constant")
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: lr_factor(s, self.warmup, self.total, self.schedule))
         self.loss_fn, self.optimizer = accelerator.prepare(CausalLMLoss(model), optimizer)
         self.loss_fn.train()
         self.history: list[float] = []  # mean loss of every optimizer step so far (all processes)
@@ -171,6 +173,7 @@ class _Loop:
             "resumed_from_step": start or None,
             "epochs_run": round(self.total * self.opts.grad_accum / max(self.micro_per_epoch, 1), 3),
             "warmup_steps": self.warmup,
+            "lr_schedule": self.schedule,
             "loss_first": h[0] if h else None,
             "loss_last": h[-1] if h else None,
             "loss_curve": _summarise(h),
@@ -189,10 +192,19 @@ def _schedule(n: int, batch: int, world: int, accum: int, epochs: float) -> tupl
     return micro, max(1, math.ceil(epochs * micro / accum))
 
 
-def _lr_factor(step: int, warmup: int, total: int) -> float:
+COSINE_FLOOR = 0.1  # cosine ends at 10% of the peak rate, not 0: the last steps still learn
+
+
+def lr_factor(step: int, warmup: int, total: int, schedule: str = "constant") -> float:
+    """The multiplier of the peak rate at optimizer step `step`: linear warmup, then `schedule`."""
     if step < warmup:
         return (step + 1) / (warmup + 1)
-    return max(0.0, (total - step) / max(1, total - warmup))
+    done = (step - warmup) / max(1, total - warmup)  # 0 at the first step after warmup
+    if schedule == "linear":
+        return max(0.0, 1.0 - done)
+    if schedule == "cosine":
+        return COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
+    return 1.0
 
 
 @functools.lru_cache(maxsize=2)

@@ -92,20 +92,41 @@ def write_state(workdir: Path, name: str, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def mark_running(workdir: Path, name: str) -> None:
-    """Forget the previous result before the step starts, and leave a marker until it finishes."""
+def mark_running(workdir: Path, name: str, fingerprint: str = "", run: str = "") -> None:
+    """Forget the previous result before the step starts, and leave a marker until it finishes.
+
+    The marker records the step's fingerprint, so the next run resumes a checkpoint the killed run
+    left only when it was made by the same inputs and options.
+    """
     state_path(workdir, name).unlink(missing_ok=True)
-    marker = state_path(workdir, name).with_suffix(".running")
+    marker = _marker(workdir, name)
     marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(str(os.getpid()))
+    marker.write_text(json.dumps({"pid": os.getpid(), "fingerprint": fingerprint, "run": run}))
 
 
 def clear_running(workdir: Path, name: str) -> None:
-    state_path(workdir, name).with_suffix(".running").unlink(missing_ok=True)
+    _marker(workdir, name).unlink(missing_ok=True)
 
 
 def was_interrupted(workdir: Path, name: str) -> bool:
-    return state_path(workdir, name).with_suffix(".running").exists()
+    return _marker(workdir, name).exists()
+
+
+def interrupted_run(workdir: Path, name: str) -> dict[str, Any] | None:
+    """What the marker of an interrupted step recorded ({} for an older, PID-only marker), or None."""
+    try:
+        text = _marker(workdir, name).read_text()
+    except OSError:
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _marker(workdir: Path, name: str) -> Path:
+    return state_path(workdir, name).with_suffix(".running")
 
 
 def why_rerun(prev: dict[str, Any] | None, now: dict[str, Any], output: Path, interrupted: bool) -> str | None:

@@ -6,18 +6,19 @@ The runner never prints: it reports through `progress` (the CLI draws bars) and 
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from gptctl import __version__
-from gptctl.errors import EXIT_FAILED, EXIT_OK, BadInput, GptctlError
+from gptctl.errors import EXIT_FAILED, EXIT_OK, BadInput, CheckFailed, GptctlError, Interrupted, exit_code_for
 from gptctl.manifest import read_manifest
 from gptctl.options import option_problems
+from gptctl.outputs import remove_leftovers
 from gptctl.progress import NULL_PROGRESS, Progress
-from gptctl.recipe import cache
+from gptctl.recipe import cache, history
+from gptctl.recipe.lock import holder, workdir_lock
 from gptctl.recipe.gates import GateResult, evaluate
 from gptctl.recipe.refs import Ref, find_refs, substitute, walk_strings
 from gptctl.recipe.schema import Recipe, Step
@@ -27,8 +28,8 @@ from gptctl.yamlfile import format_path
 
 @dataclass
 class StepReport:
-    """One step's outcome. status: ran | cached | failed | not-run (after a failure) |
-    would-run (dry run)."""
+    """One step's outcome. status: ran | cached | failed | interrupted (Ctrl-C) | not-run (after a
+    failure) | would-run (dry run). A cached step's `produced_by` names the run that made its result."""
 
     name: str
     kind: str
@@ -41,6 +42,7 @@ class StepReport:
     options: dict[str, Any] = field(default_factory=dict)
     manifest: dict[str, Any] | None = None
     error: str | None = None
+    produced_by: dict[str, Any] | None = None  # cached: {"run", "summary", "duration_s", "finished"}
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -55,6 +57,8 @@ class StepReport:
         for key in ("validation", "benchmark"):
             if self.manifest and key in self.manifest:
                 d[key] = self.manifest[key]
+        if self.produced_by:
+            d["produced_by"] = self.produced_by
         if self.error:
             d["error"] = self.error
         return d
@@ -68,6 +72,9 @@ class RunReport:
     gates: list[GateResult]
     dry_run: bool = False
     error: GptctlError | None = None
+    run_id: str | None = None  # this run's name in WORKDIR/summaries/ (None: a dry run)
+    summary_path: str | None = None  # WORKDIR/summaries/RUN.json, also copied to WORKDIR/summary.json
+    busy: dict[str, Any] | None = None  # dry run: the live run holding the workdir (pid, started), if any
 
     @property
     def passed(self) -> bool:
@@ -78,7 +85,7 @@ class RunReport:
         if self.dry_run:
             return EXIT_OK
         if self.error is not None:
-            return self.error.exit_code
+            return exit_code_for(self.error)
         return EXIT_OK if self.passed else EXIT_FAILED
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,6 +96,10 @@ class RunReport:
             "passed": self.passed if not self.dry_run else None,
             "gptctl_version": __version__,
         }
+        if self.run_id:
+            d.update(run=self.run_id, summary=self.summary_path)
+        if self.busy:
+            d["busy"] = self.busy
         if self.error is not None:
             d["error"] = self.error.message
         return d
@@ -99,83 +110,137 @@ def default_workdir(recipe: Recipe) -> Path:
 
 
 def run_recipe(recipe: Recipe, workdir: str | Path | None = None, *, force: bool = False, dry_run: bool = False,
-               kinds: Mapping[str, StepKind] | None = None, progress: Progress = NULL_PROGRESS,
+               resume: bool = True, wait_s: float = 0.0, kinds: Mapping[str, StepKind] | None = None,
+               progress: Progress = NULL_PROGRESS,
                on_event: Callable[[str, StepReport], None] | None = None) -> RunReport:
     """Run (or, with `dry_run`, plan) a validated recipe and evaluate its gates.
 
     Each step writes to WORKDIR/NAME/. A step whose input contents, options and gptctl version
-    match its last finished run is reused ("cached"); `force` reruns everything. A step that
-    fails stops the run: later steps are "not-run" and gates are not evaluated.
+    match its last finished run is reused ("cached"); `force` reruns everything. A training step
+    that was interrupted or killed continues from its checkpoint when its inputs and options are the
+    same (`resume=False` starts it over). A step that fails stops the run: later steps are "not-run"
+    and gates are not evaluated; Ctrl-C stops it the same way (`report.error` is `Interrupted`).
+
+    One run at a time per workdir: a second waits up to `wait_s` seconds for the first, then raises
+    `BadInput` naming the run that holds it. Every run writes WORKDIR/summaries/RUN.json and copies it
+    to WORKDIR/summary.json (the latest).
     """
-    kinds = KINDS if kinds is None else kinds
     workdir = Path(workdir) if workdir is not None else default_workdir(recipe)
-    emit = on_event or (lambda event, step: None)
     report = RunReport(recipe.name, str(workdir), [], [], dry_run=dry_run)
-    done: dict[str, dict[str, Any]] = {}  # name -> {"manifest", "output", "model", "identity"}
-    if not dry_run:
-        workdir.mkdir(parents=True, exist_ok=True)
-    overall = progress.task(f"recipe {recipe.name}", total=len(recipe.steps))
+    ctx = _Context(workdir, kinds if kinds is not None else KINDS, force, dry_run, resume and not force,
+                   progress, on_event or (lambda event, step: None))
+    if dry_run:
+        report.busy = holder(workdir)
+        _run_steps(recipe, ctx, report)
+        return report
+    workdir.mkdir(parents=True, exist_ok=True)
+    with workdir_lock(workdir, recipe=recipe.name, wait_s=wait_s):
+        # Holding the lock, every work folder of these steps is a dead run's: none is being written.
+        for step in recipe.steps:
+            remove_leftovers(workdir / step.name)
+        report.run_id = ctx.run_id = history.new_run_id(workdir)
+        report.summary_path = str(history.summary_file(workdir, report.run_id))
+        _run_steps(recipe, ctx, report)
+        history.write_summaries(workdir, report.run_id, report.to_dict())
+    return report
+
+
+@dataclass
+class _Context:
+    """What every step of one run shares."""
+
+    workdir: Path
+    kinds: Mapping[str, StepKind]
+    force: bool
+    dry_run: bool
+    resume: bool
+    progress: Progress
+    emit: Callable[[str, StepReport], None]
+    run_id: str = ""
+    done: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> manifest, output, model, identity
+
+
+def _run_steps(recipe: Recipe, ctx: _Context, report: RunReport) -> None:
+    overall = ctx.progress.task(f"recipe {recipe.name}", total=len(recipe.steps))
     for step in recipe.steps:
-        kind = kinds[step.kind]
-        out = workdir / step.name
+        kind = ctx.kinds[step.kind]
+        out = ctx.workdir / step.name
         rep = StepReport(step.name, step.kind, step.method, output=str(out), model=str(model_path(kind, out)))
         report.steps.append(rep)
         if report.error is not None:
             continue
         overall.update(0, step=f"{step.name} ({step.kind}{' ' + step.method if step.method else ''})")
         try:
-            _plan_or_run(step, kind, rep, workdir, done, force, dry_run, progress, emit)
+            _plan_or_run(step, kind, rep, ctx)
         except GptctlError as exc:
             rep.status, rep.error = "failed", exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
             report.error = exc
-            emit("failed", rep)
+            ctx.emit("failed", rep)
+        except KeyboardInterrupt:
+            rep.status, rep.error = "interrupted", "interrupted (Ctrl-C)"
+            report.error = Interrupted(f"interrupted during step {step.name}", _resume_hint(kind, step, out))
+            ctx.emit("interrupted", rep)
         except Exception as exc:  # a bug or a library failure: report it as this step's failure
             rep.status, rep.error = "failed", f"{type(exc).__name__}: {exc}"
-            report.error = GptctlError(f"step {step.name} failed: {rep.error}")
-            report.error.exit_code = EXIT_FAILED
-            emit("failed", rep)
+            report.error = CheckFailed(f"step {step.name} failed: {rep.error}",
+                                       "run again with `gptctl --debug run ...` for the traceback")
+            report.error.__cause__ = exc
+            ctx.emit("failed", rep)
         overall.update(1)
     overall.close()
-    report.gates = _gates(recipe, done, report, dry_run)
-    return report
+    report.gates = _gates(recipe, ctx.done, report, ctx.dry_run)
 
 
-def _plan_or_run(step: Step, kind: StepKind, rep: StepReport, workdir: Path, done: dict, force: bool,
-                 dry_run: bool, progress: Progress, emit: Callable) -> None:
-    out = Path(rep.output)
+def _resume_hint(kind: StepKind, step: Step, out: Path) -> str:
+    if kind.checkpoint is not None and kind.checkpoint(out).is_file():
+        return (f"run the same command again: finished steps are reused and {step.name} resumes from its "
+                f"checkpoint ({kind.checkpoint(out)}); --no-resume starts it over")
+    return f"run the same command again: finished steps are reused and {step.name} starts over"
+
+
+def _plan_or_run(step: Step, kind: StepKind, rep: StepReport, ctx: _Context) -> None:
+    out, workdir = Path(rep.output), ctx.workdir
     pending: list[str] = []  # earlier steps whose results are not known (dry run)
-    resolved = _resolve(step, done, pending)
+    resolved = _resolve(step, ctx.done, pending)
     rep.options = resolved
     if pending:
         rep.status, rep.reason = "would-run", f"after {', '.join(sorted(set(pending)))} (its inputs are not made yet)"
-        emit("plan", rep)
+        ctx.emit("plan", rep)
         return
 
-    record = _record(step, kind, resolved, done)
+    record = _record(step, kind, resolved, ctx.done)
     prev = cache.read_state(workdir, step.name)
-    reason = "--force" if force else cache.why_rerun(prev, record, out, cache.was_interrupted(workdir, step.name))
+    interrupted = cache.interrupted_run(workdir, step.name)
+    reason = "--force" if ctx.force else cache.why_rerun(prev, record, out, interrupted is not None)
     if reason is None:
         manifest = read_manifest(out)
         if manifest is None:
             reason = f"no gptctl.json in {out}"
     if reason is None:
         rep.status, rep.reason = "cached", f"inputs, options and gptctl version unchanged since {prev.get('finished', '?')}"
-        _finish(done, rep, manifest, prev["fingerprint"], prev["output_sha256"])
-        emit("cached", rep)
+        rep.produced_by = history.produced_by(prev)
+        _finish(ctx.done, rep, manifest, prev["fingerprint"], prev["output_sha256"])
+        ctx.emit("cached", rep)
         return
-    rep.reason = reason
-    if dry_run:
+    resuming, note = _resume_decision(step, kind, out, interrupted, record["fingerprint"], ctx.resume)
+    rep.reason = f"interrupted last time; {note}" if resuming else (f"{reason}; {note}" if note else reason)
+    if ctx.dry_run:
         rep.status = "would-run"
-        emit("plan", rep)
+        ctx.emit("plan", rep)
         return
+    _execute(step, kind, rep, ctx, _validated_options(step, kind, resolved, out, resuming), record)
 
-    options = _validated_options(step, kind, resolved, out)
-    _clean_partials(workdir, step.name)
-    cache.mark_running(workdir, step.name)
-    emit("start", rep)
+
+def _execute(step: Step, kind: StepKind, rep: StepReport, ctx: _Context, options: Any, record: dict) -> None:
+    out, workdir = Path(rep.output), ctx.workdir
+    cache.mark_running(workdir, step.name, record["fingerprint"], ctx.run_id)
+    # The previous result is out of date from here on: a killed run must not leave it looking finished.
+    history.discard_output(out)
+    ctx.emit("start", rep)
     start = time.perf_counter()
     try:
-        manifest = kind.execute(StepRun(step.name, step.method, options, out, step.sources, _StepProgress(progress, step.name)))
+        manifest = kind.execute(StepRun(step.name, step.method, options, out, step.sources,
+                                        _StepProgress(ctx.progress, step.name)))
     except Exception:
         cache.clear_running(workdir, step.name)  # failed, not interrupted: the next run says why it reruns
         raise
@@ -186,11 +251,34 @@ def _plan_or_run(step: Step, kind: StepKind, rep: StepReport, workdir: Path, don
         raise GptctlError(f"step {step.name} finished without writing {out}/gptctl.json")
     output_sha = cache.content_hash(out)
     cache.write_state(workdir, step.name, {**record, "output_sha256": output_sha, "output_signature": cache.signature(out),
-                                           "duration_s": rep.duration_s})
+                                           "duration_s": rep.duration_s, "run": ctx.run_id})
     cache.clear_running(workdir, step.name)
     rep.status = "ran"
-    _finish(done, rep, manifest, record["fingerprint"], output_sha)
-    emit("done", rep)
+    _finish(ctx.done, rep, manifest, record["fingerprint"], output_sha)
+    ctx.emit("done", rep)
+
+
+def _resume_decision(step: Step, kind: StepKind, out: Path, interrupted: dict | None, fingerprint: str,
+                     allowed: bool) -> tuple[bool, str]:
+    """Whether the step continues from the checkpoint an interrupted run left, and what to say about it.
+
+    Only the checkpoint of a run with this very fingerprint (inputs, options, gptctl version) resumes:
+    the training loop would refuse any other (gptctl.optimize.train), so it is started over instead.
+    """
+    if kind.checkpoint is None or interrupted is None or not _takes_resume(kind, step):
+        return False, ""
+    ckpt = kind.checkpoint(out)
+    if not ckpt.is_file():
+        return False, ""
+    if interrupted.get("fingerprint") != fingerprint:
+        return False, "its checkpoint was made with other inputs or options: starting over"
+    if not allowed:
+        return False, "starting over (--no-resume or --force), its checkpoint is discarded"
+    return True, f"resuming from its checkpoint ({ckpt})"
+
+
+def _takes_resume(kind: StepKind, step: Step) -> bool:
+    return "resume" in getattr(kind.options_model(step.method), "model_fields", {})
 
 
 class _StepProgress:
@@ -284,25 +372,21 @@ def _path_identity(value: str) -> dict[str, Any]:
     return {"sha256": cache.content_hash(Path(value).expanduser())}
 
 
-def _validated_options(step: Step, kind: StepKind, resolved: dict[str, Any], out: Path) -> Any:
-    """Validate the resolved options with the kind's own pydantic model (values from earlier steps
-    are only known now), with the runner's fields filled in."""
+def _validated_options(step: Step, kind: StepKind, resolved: dict[str, Any], out: Path, resuming: bool) -> Any:
+    """Validate the resolved options with the kind's own options class (values from earlier steps
+    are only known now), with the runner's fields filled in (`resume` is the runner's decision)."""
     data = dict(resolved)
     if "output" in kind.runner_fields:
         data["output"] = str(out)
     if "overwrite" in kind.runner_fields:
         data["overwrite"] = True
+    if kind.checkpoint is not None and _takes_resume(kind, step):
+        data["resume"] = resuming
     instance, problems = option_problems(kind.options_model(step.method), data, prefix=("steps", step.name, "options"))
     if problems:
         raise BadInput(f"step {step.name}: invalid options once earlier results were filled in",
                        "check the values the references point to", details=[f"{format_path(p)}: {m}" for p, m in problems])
     return instance
-
-
-def _clean_partials(workdir: Path, name: str) -> None:
-    """Remove hidden work folders a killed step left beside its output (see gptctl.outputs)."""
-    for leftover in list(workdir.glob(f".{name}.partial-*")) + list(workdir.glob(f".{name}.old-*")):
-        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def lookup_in(recipe: Recipe, done: dict) -> Callable[[str], Any]:

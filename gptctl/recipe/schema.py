@@ -11,8 +11,8 @@
 
 `load_recipe` returns a `Recipe` or raises one `BadInput` listing every problem with file:line and
 key path: YAML syntax, unknown keys (with did-you-mean), step kinds and methods, references to
-missing or later steps, undefined variables, options (types and ranges, validated by the same
-pydantic models the CLI uses), gates that do not parse.
+missing or later steps, undefined variables, options (types, choices and ranges, validated by the
+same option declarations the CLI's flags come from), gates that do not parse.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from gptctl.errors import BadInput
-from gptctl.options import option_problems
+from gptctl.options import MISSING, option_problems
 from gptctl.recipe import gates as gate_lang
 from gptctl.recipe.refs import Ref, RefError, apply_override, find_refs, is_name, split_override, substitute
 from gptctl.recipe.steps import KINDS, StepKind, model_path
@@ -374,7 +374,7 @@ def _check_options(kind: StepKind, method: str | None, options: dict, base: tupl
     _, found = option_problems(model_cls, filled, prefix=base + ("options",))
     for path, message in found:
         field_name = path[len(base) + 1] if len(path) > len(base) + 1 else None
-        if (field_name in unknown and message.lower().startswith("field required")) or problems.near(path[:len(base) + 2]):
+        if (field_name in unknown and message == MISSING) or problems.near(path[:len(base) + 2]):
             continue
         problems.add(path, message)
 

@@ -1,4 +1,4 @@
-"""The kinds of recipe step: what options each takes (the same pydantic models as the CLI commands)
+"""The kinds of recipe step: what options each takes (the same option classes as the CLI commands)
 and how each runs. The registry holds small objects whose imports happen inside their functions,
 so validating a recipe never loads torch, and tests can pass stand-in kinds.
 """
@@ -20,7 +20,7 @@ class StepRun:
 
     name: str
     method: str | None
-    options: Any  # the kind's pydantic options instance (model/output/overwrite filled in)
+    options: Any  # the kind's options instance (model/output/overwrite filled in)
     output: Path
     sources: dict[str, str] = field(default_factory=dict)  # select only: catalog id -> local model spec
     progress: Progress = NULL_PROGRESS
@@ -30,7 +30,7 @@ class StepRun:
 class StepKind:
     """One kind of step.
 
-    `options_model(method)` returns the pydantic class its options are validated with;
+    `options_model(method)` returns the options class its options are validated with;
     `execute(run)` does the work, writes `gptctl.json` into `run.output` atomically and returns it.
     """
 
@@ -46,6 +46,9 @@ class StepKind:
     # the cache notices when they change: options dict -> {input name: path}.
     implicit_inputs: Callable[[dict], dict[str, str]] | None = None
     path_options: tuple[str, ...] = ()  # options naming files that must exist before the run starts
+    # Where a killed or interrupted run of the step leaves its checkpoint (output folder -> file), for
+    # kinds whose options take `resume`: the runner resumes from it when the inputs are the same.
+    checkpoint: Callable[[Path], Path] | None = None
 
 
 # ---------------------------------------------------------------- select
@@ -127,6 +130,13 @@ def _optimize_execute(run: StepRun) -> dict:
     return optimize(run.method, run.options, progress=run.progress)
 
 
+def _optimize_checkpoint(output: Path) -> Path:
+    from gptctl.optimize.train import CHECKPOINT
+    from gptctl.outputs import resumable_work_dir
+
+    return resumable_work_dir(output) / CHECKPOINT
+
+
 # ---------------------------------------------------------------- export
 
 def _export_options(method: str | None) -> type:
@@ -148,7 +158,7 @@ KINDS: dict[str, StepKind] = {
         model_file=SELECTION_FILE, step_keys=("sources",), implicit_inputs=_select_inputs, path_options=("catalog",),
     ),
     "optimize": StepKind("optimize", _optimize_options, _optimize_execute, methods=_optimize_methods,
-                         path_options=("data", "eval_data")),
+                         path_options=("data", "eval_data"), checkpoint=_optimize_checkpoint),
     "export": StepKind("export", _export_options, _export_execute, path_options=("eval_data",)),
 }
 

@@ -32,3 +32,32 @@ def artifact_vocab_size(artifact: Path) -> int:
     if not vocab:
         raise BadInput(f"{artifact / 'config.json'} has no vocab_size")
     return int(vocab)
+
+
+def check_onnx_file(path: os.PathLike) -> None:
+    """Parse an ONNX graph (not its external weights) and check its external-data files cover what it
+    names; a truncated or corrupt file is BadInput naming it, before any session is made."""
+    import onnx
+
+    path = Path(path)
+    hint = "the file is truncated or corrupt: export it again (gptctl export)"
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and friends: the bytes are not a whole ModelProto
+        raise BadInput(f"{path} is truncated or corrupt: it does not parse as an ONNX model ({type(exc).__name__})",
+                       hint) from exc
+    if not model.graph.node:
+        raise BadInput(f"{path} is truncated or corrupt: its graph has no nodes", hint)
+    needed: dict[str, int] = {}
+    for t in model.graph.initializer:  # where exporters put weights (subgraph constants stay inline)
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {e.key: e.value for e in t.external_data}
+        end = int(info.get("offset", 0)) + int(info.get("length", 0))
+        needed[info["location"]] = max(needed.get(info["location"], 0), end)
+    for name, end in sorted(needed.items()):
+        data = path.parent / name
+        if not data.is_file():
+            raise BadInput(f"{path} names external data {data}, which is missing", hint)
+        if data.stat().st_size < end:
+            raise BadInput(f"{data} is truncated: {path} needs {end} bytes of it, the file has {data.stat().st_size}", hint)

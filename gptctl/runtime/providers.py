@@ -13,15 +13,34 @@ import os
 import re
 import tempfile
 import time
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 from gptctl.errors import CheckFailed
 
-PROVIDER_NAMES = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
+
+@dataclass(frozen=True)
+class ExecutionProvider:
+    """One execution provider gptctl can measure and serve on."""
+
+    ort_name: str  # ONNX Runtime's name for it
+    device: str  # "cpu" or "cuda": where its session's inputs and KV cache live (I/O binding)
+    backend: str = "onnxruntime"  # the bench backend that measures it (a key of gptctl.bench.registry.BACKEND_CLASSES)
+
+
+# The one table of execution providers: option and CLI choices, ORT names, devices, bench backends and
+# the order results are listed in all come from it. Adding a provider is one line here.
+EXECUTION_PROVIDERS: dict[str, ExecutionProvider] = {
+    "cpu": ExecutionProvider("CPUExecutionProvider", "cpu"),
+    "cuda": ExecutionProvider("CUDAExecutionProvider", "cuda"),
+    "tensorrt": ExecutionProvider("TensorrtExecutionProvider", "cuda"),
 }
+PROVIDER_NAMES = {name: p.ort_name for name, p in EXECUTION_PROVIDERS.items()}
+
+
+def device_of(name: str) -> str:
+    """Where a session on provider `name` keeps its tensors: "cpu" or "cuda"."""
+    return EXECUTION_PROVIDERS[name].device
 
 
 @contextlib.contextmanager
@@ -178,7 +197,7 @@ def resolve_providers(requested: list[str] | None, required: list[str]) -> tuple
         for name in required:
             if name not in probes:
                 probes.update(probe_providers([name]))
-    order = [n for n in ("cpu", "cuda", "tensorrt") if n in probes]
+    order = [n for n in EXECUTION_PROVIDERS if n in probes]
     return order, probes
 
 

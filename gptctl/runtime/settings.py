@@ -1,59 +1,45 @@
 """What a benchmark or a session measures on: providers, threads, the prompt grid. Shared by
-`export --benchmark`, `bench` and (next) `serve`; pydantic, extra keys forbidden."""
+`export --benchmark`, `bench` and (next) `serve`; declared with `gptctl.options.option`."""
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from gptctl.options import LightOptions, option
+from gptctl.runtime.providers import EXECUTION_PROVIDERS
 
-
-def _split_list(value):
-    # CLI values arrive as "cpu,cuda" or repeated flags; recipes may write lists or one string.
-    if value is None:
-        return value
-    if isinstance(value, (str, int)):
-        value = [value]
-    out = []
-    for item in value:
-        if isinstance(item, str):
-            out.extend(x.strip() for x in item.split(",") if x.strip())
-        else:
-            out.append(item)
-    return out
+_B = "Benchmark"
+PROVIDER_CHOICES = tuple(EXECUTION_PROVIDERS)
 
 
-class BenchSettings(BaseModel):
+class BenchSettings(LightOptions):
     """What a benchmark measures, and how often. Shared by `export --benchmark` and `bench`."""
 
-    model_config = ConfigDict(extra="forbid")
+    provider: Optional[list[str]] = option(
+        "list[str]", None, "Execution providers to benchmark (comma-separated or repeated; default: every one that "
+        "really initialises here).", choices=PROVIDER_CHOICES, panel=_B)
+    require_provider: list[str] = option(
+        "list[str]", [], "Fail (exit 1) unless these providers are really active (not silently on CPU): a CI gate.",
+        choices=PROVIDER_CHOICES, panel=_B)
+    threads: Optional[int] = option("int", None, "Intra-op threads for ORT and torch (default: all cores).",
+                                    ge=1, le=1024, panel=_B)
+    decode_tokens: int = option("int", 64, "Tokens generated per decode measurement (after a prompt of the first "
+                                "prompt length).", ge=2, le=4096, panel=_B)
+    prompt_lengths: list[int] = option("list[int]", [32, 128], "Prefill sequence lengths (comma-separated or "
+                                       "repeated).",
+                                       ge=1, panel=_B, metavar="N")
+    batch_sizes: list[int] = option("list[int]", [1], "Prefill batch sizes (comma-separated or repeated).",
+                                    ge=1, panel=_B, metavar="N")
+    iterations: int = option("int", 10, "Timed runs per prefill cell (and decode "
+                             "repetitions).", ge=1, le=10000, panel=_B)
+    warmup: int = option("int", 2, "Untimed warm-up runs, excluded from the figures.", ge=0, le=1000, panel=_B)
+    trust_remote_code: bool = option("bool", False, "Allow the model's own Python code from its repository.",
+                                     panel="Input")
 
-    # Execution providers to measure; None = every provider that really initialises here.
-    provider: Optional[list[Literal["cpu", "cuda", "tensorrt"]]] = None
-    # Providers that must be active (CI gate): missing -> exit 1 instead of `available: false`.
-    require_provider: list[Literal["cpu", "cuda", "tensorrt"]] = Field(default_factory=list)
-    # Intra-op threads for ORT and torch; None = all cores.
-    threads: Optional[int] = Field(default=None, ge=1, le=1024)
-    # Tokens generated per decode measurement (after a prompt of the first prompt length).
-    decode_tokens: int = Field(default=64, ge=2, le=4096)
-    # Prefill grid: batch size x prompt length.
-    prompt_lengths: list[int] = Field(default_factory=lambda: [32, 128])
-    batch_sizes: list[int] = Field(default_factory=lambda: [1])
-    # Timed runs per grid cell (and decode repetitions); warm-up runs are excluded from the figures.
-    iterations: int = Field(default=10, ge=1, le=10000)
-    warmup: int = Field(default=2, ge=0, le=1000)
-    trust_remote_code: bool = False
-
-    @field_validator("provider", "require_provider", "prompt_lengths", "batch_sizes", mode="before")
-    @classmethod
-    def _lists(cls, v):
-        return _split_list(v)
-
-    @field_validator("prompt_lengths", "batch_sizes")
-    @classmethod
-    def _positive(cls, v):
+    @staticmethod
+    def normalise_prompt_lengths(v: list, done: dict) -> list:
         if not v:
             raise ValueError("must name at least one value")
-        if any(int(x) < 1 for x in v):
-            raise ValueError("values must be >= 1")
         return v
+
+    normalise_batch_sizes = normalise_prompt_lengths

@@ -49,88 +49,135 @@ def _one_of(values: Sequence[str]) -> str:
 
 def build_constraints(options: Any) -> list[Constraint]:
     """The constraints `options` (a SelectOptions) asks for, in evaluation order."""
-    cs: list[Constraint] = []
-    o = options
-    if o.task:
-        t = o.task
-        cs.append(Constraint("task", f"task {t}", lambda e: t in e.tasks, lambda e: f"does not do {t} (tasks: {', '.join(e.tasks)})"))
-    if o.domain:
-        want = list(o.domain)
-        wset = frozenset(want)
-        cs.append(Constraint(
-            "domain", f"domain {' or '.join(want)}",
-            lambda e: not wset.isdisjoint(e.domains),
-            lambda e: f"is not {' or '.join(want)} (domains: {', '.join(e.domains)})",
-            passes=lambda e: "/".join(d for d in want if d in e.domains) or None,
-        ))
-    if o.language:
-        lang = o.language
-        cs.append(Constraint(
-            "language", f"language {lang}", lambda e: lang in e.languages,
-            lambda e: f"does not list language {lang} (languages: {', '.join(e.languages)})" if e.languages else "lists no languages",
-        ))
-    if o.license:
-        allowed = list(o.license)
-        aset = frozenset(allowed)
-        cs.append(Constraint(
-            "license", f"license {_one_of(allowed)}", lambda e: e.license in aset,
-            lambda e: f"has license {e.license}, not {_one_of(allowed)}" if e.license else "has no known license",
-            passes=lambda e: f"{e.license}-licensed" if e.license else None,
-        ))
-    if o.instruct is not None:
-        want_i = o.instruct
-
-        def why_instruct(e: ModelEntry) -> str:
-            if e.instruct is None:
-                return "does not say whether it is instruction-tuned"
-            return "is a base model (not instruction-tuned)" if want_i else "is instruction-tuned (not a base model)"
-
-        cs.append(Constraint("instruct", "instruction-tuned" if want_i else "base model", lambda e: e.instruct is want_i, why_instruct,
-                             passes=lambda e: ("instruction-tuned" if want_i else "a base model") if e.instruct is want_i else None))
-    if o.architecture:
-        archs = [normalise_architecture(a) for a in o.architecture]
-        aset2 = frozenset(archs)
-        cs.append(Constraint(
-            "architecture", f"architecture {_one_of(archs)}",
-            lambda e: e.architecture is not None and normalise_architecture(e.architecture) in aset2,
-            lambda e: f"has architecture {e.architecture}, not {_one_of(archs)}" if e.architecture else "has no known architecture",
-        ))
-    if o.exportable:
-        cs.append(Constraint(
-            "exportable", "ONNX-exportable architecture", lambda e: is_exportable(e.architecture),
-            lambda e: (f"has architecture {e.architecture}, which the ONNX exporter does not support" if e.architecture
-                       else "has no known architecture, so ONNX export support is unknown"),
-            passes=lambda e: "ONNX-exportable" if is_exportable(e.architecture) else None,
-        ))
-    if o.max_params is not None:
-        mx = o.max_params
-        cs.append(Constraint(
-            "max_params", f"params <= {format_params(mx)}", lambda e: e.params <= mx,
-            lambda e: f"has {format_params(e.params)} params > {format_params(mx)}",
-            distance=lambda e: max(0.0, math.log10(e.params / mx)),
-        ))
-    if o.min_params is not None:
-        mn = o.min_params
-        cs.append(Constraint(
-            "min_params", f"params >= {format_params(mn)}", lambda e: e.params >= mn,
-            lambda e: f"has {format_params(e.params)} params < {format_params(mn)}",
-            distance=lambda e: max(0.0, math.log10(mn / e.params)),
-        ))
-    if o.min_context is not None:
-        mc = o.min_context
-        cs.append(Constraint(
-            "min_context", f"context >= {format_context(mc)}",
-            lambda e: e.context_length is not None and e.context_length >= mc,
-            lambda e: (f"has context {format_context(e.context_length)} < {format_context(mc)} tokens" if e.context_length is not None
-                       else "has no known context length"),
-            distance=lambda e: 1.0 if e.context_length is None else max(0.0, math.log2(mc / e.context_length) / 8),
-        ))
+    cs = [c for build in _CONSTRAINT_BUILDERS if (c := build(options)) is not None]
     from gptctl.selection.options import parse_metric_floor
 
-    for text in o.metric:
+    for text in options.metric:
         name, op, value = parse_metric_floor(text)
         cs.append(_metric_constraint(name, op, value))
     return cs
+
+
+def _task_constraint(o: Any) -> Constraint | None:
+    if not o.task:
+        return None
+    t = o.task
+    return Constraint("task", f"task {t}", lambda e: t in e.tasks, lambda e: f"does not do {t} (tasks: {', '.join(e.tasks)})")
+
+
+def _domain_constraint(o: Any) -> Constraint | None:
+    if not o.domain:
+        return None
+    want = list(o.domain)
+    wset = frozenset(want)
+    return Constraint(
+        "domain", f"domain {' or '.join(want)}",
+        lambda e: not wset.isdisjoint(e.domains),
+        lambda e: f"is not {' or '.join(want)} (domains: {', '.join(e.domains)})",
+        passes=lambda e: "/".join(d for d in want if d in e.domains) or None,
+    )
+
+
+def _language_constraint(o: Any) -> Constraint | None:
+    if not o.language:
+        return None
+    lang = o.language
+    return Constraint(
+        "language", f"language {lang}", lambda e: lang in e.languages,
+        lambda e: f"does not list language {lang} (languages: {', '.join(e.languages)})" if e.languages else "lists no languages",
+    )
+
+
+def _license_constraint(o: Any) -> Constraint | None:
+    if not o.license:
+        return None
+    allowed = list(o.license)
+    aset = frozenset(allowed)
+    return Constraint(
+        "license", f"license {_one_of(allowed)}", lambda e: e.license in aset,
+        lambda e: f"has license {e.license}, not {_one_of(allowed)}" if e.license else "has no known license",
+        passes=lambda e: f"{e.license}-licensed" if e.license else None,
+    )
+
+
+def _instruct_constraint(o: Any) -> Constraint | None:
+    if o.instruct is None:
+        return None
+    want_i = o.instruct
+
+    def why_instruct(e: ModelEntry) -> str:
+        if e.instruct is None:
+            return "does not say whether it is instruction-tuned"
+        return "is a base model (not instruction-tuned)" if want_i else "is instruction-tuned (not a base model)"
+
+    return Constraint("instruct", "instruction-tuned" if want_i else "base model", lambda e: e.instruct is want_i, why_instruct,
+                      passes=lambda e: ("instruction-tuned" if want_i else "a base model") if e.instruct is want_i else None)
+
+
+def _architecture_constraint(o: Any) -> Constraint | None:
+    if not o.architecture:
+        return None
+    archs = [normalise_architecture(a) for a in o.architecture]
+    aset = frozenset(archs)
+    return Constraint(
+        "architecture", f"architecture {_one_of(archs)}",
+        lambda e: e.architecture is not None and normalise_architecture(e.architecture) in aset,
+        lambda e: f"has architecture {e.architecture}, not {_one_of(archs)}" if e.architecture else "has no known architecture",
+    )
+
+
+def _exportable_constraint(o: Any) -> Constraint | None:
+    if not o.exportable:
+        return None
+    return Constraint(
+        "exportable", "ONNX-exportable architecture", lambda e: is_exportable(e.architecture),
+        lambda e: (f"has architecture {e.architecture}, which the ONNX exporter does not support" if e.architecture
+                   else "has no known architecture, so ONNX export support is unknown"),
+        passes=lambda e: "ONNX-exportable" if is_exportable(e.architecture) else None,
+    )
+
+
+def _max_params_constraint(o: Any) -> Constraint | None:
+    if o.max_params is None:
+        return None
+    mx = o.max_params
+    return Constraint(
+        "max_params", f"params <= {format_params(mx)}", lambda e: e.params <= mx,
+        lambda e: f"has {format_params(e.params)} params > {format_params(mx)}",
+        distance=lambda e: max(0.0, math.log10(e.params / mx)),
+    )
+
+
+def _min_params_constraint(o: Any) -> Constraint | None:
+    if o.min_params is None:
+        return None
+    mn = o.min_params
+    return Constraint(
+        "min_params", f"params >= {format_params(mn)}", lambda e: e.params >= mn,
+        lambda e: f"has {format_params(e.params)} params < {format_params(mn)}",
+        distance=lambda e: max(0.0, math.log10(mn / e.params)),
+    )
+
+
+def _min_context_constraint(o: Any) -> Constraint | None:
+    if o.min_context is None:
+        return None
+    mc = o.min_context
+    return Constraint(
+        "min_context", f"context >= {format_context(mc)}",
+        lambda e: e.context_length is not None and e.context_length >= mc,
+        lambda e: (f"has context {format_context(e.context_length)} < {format_context(mc)} tokens" if e.context_length is not None
+                   else "has no known context length"),
+        distance=lambda e: 1.0 if e.context_length is None else max(0.0, math.log2(mc / e.context_length) / 8),
+    )
+
+
+# One builder per option, in evaluation order (metric floors follow, one constraint each).
+_CONSTRAINT_BUILDERS: tuple[Callable[[Any], Constraint | None], ...] = (
+    _task_constraint, _domain_constraint, _language_constraint, _license_constraint, _instruct_constraint,
+    _architecture_constraint, _exportable_constraint, _max_params_constraint, _min_params_constraint,
+    _min_context_constraint,
+)
 
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
@@ -304,7 +351,8 @@ class SelectionResult:
             return self
         if not self.total:
             names = ", ".join(f.name for f in self.catalog.files) or "(none)"
-            raise NothingMatched(f"the catalog has no models (files: {names})", "check --catalog / $GPTCTL_CATALOG")
+            raise NothingMatched(f"the catalog has no models (files: {names})", "check --catalog / $GPTCTL_CATALOG",
+                                 partial=self.to_dict())
         details = self.funnel_lines() + [f"note: {w}" for w in self.warnings]
         if self.nearest_misses:
             details.append("nearest misses:")
@@ -313,7 +361,7 @@ class SelectionResult:
             f"no model matches all {len(self.funnel)} constraint{'s' if len(self.funnel) != 1 else ''} "
             f"({self.total} models in the catalog)",
             "relax a constraint (see the nearest misses); --explain lists why each model was excluded",
-            details=details,
+            details=details, partial=self.to_dict(),  # `--json` prints the funnel and nearest misses with the error
         )
 
 

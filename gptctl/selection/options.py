@@ -8,12 +8,11 @@ Field names are the CLI flag names in snake_case. Values are normalised on valid
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from gptctl.catalog.schema import CRITERIA, DOMAINS, METRICS, TASKS, did_you_mean
 from gptctl.catalog.units import format_params, parse_context, parse_params
-from gptctl.options import LightOptions
+from gptctl.options import LightOptions, option
 
 _METRIC = re.compile(r"^\s*([A-Za-z0-9_\-]+)\s*(>=|<=|>|<|=>|=<|==|=)\s*([-+0-9.eE]+)\s*$")
 OPERATORS = (">=", ">", "<=", "<")
@@ -68,34 +67,48 @@ def _strip_input(msg: str, v: Any) -> str:
     return msg
 
 
-def _opt(kind: str, help: str, default: Any = None) -> Any:
-    if kind in ("list", "dict"):
-        return field(default_factory=list if kind == "list" else dict, metadata={"kind": kind, "help": help})
-    return field(default=default, metadata={"kind": kind, "help": help})
+_C = "Constraints"
 
 
-@dataclass(init=False, repr=True, eq=True)
+def _opt(kind: str, help: str, default: Any = None, panel: str = _C, **kw: Any) -> Any:
+    return option(kind, default, help, panel=panel, **kw)
+
+
 class SelectOptions(LightOptions):
     """Hard constraints, scoring weights and output options for `gptctl select`.
 
-    A `LightOptions` (not a pydantic model) because `gptctl select` must start fast; see gptctl.options.
+    Declared like every options set (see gptctl.options): nothing heavy is imported, so `select` starts fast.
     Fields are normalised in declaration order (min_params is checked against max_params)."""
 
-    domain: list[str] = _opt("list", "keep models in any of these domains")
-    max_params: Optional[int] = _opt("any", "at most this many parameters (units allowed: 135m, 1.5b)")
-    min_params: Optional[int] = _opt("any", "at least this many parameters")
-    license: list[str] = _opt("list", "allow-list of license ids")
-    task: Optional[str] = _opt("str", "a task the model must list (e.g. text-generation)")
-    language: Optional[str] = _opt("str", "a language the model must list (ISO 639 code)")
-    min_context: Optional[int] = _opt("any", "at least this context length in tokens (8k = 8192)")
-    instruct: Optional[bool] = _opt("bool", "true: instruction-tuned only; false: base models only")
-    metric: list[str] = _opt("list", "metric floors like 'mmlu>=40'")
-    architecture: list[str] = _opt("list", "keep these transformers model_types")
-    exportable: bool = _opt("bool", "only architectures optimum's ONNX exporter supports", False)
-    weight: dict[str, float] = _opt("dict", "scoring weights, e.g. {quality: 0.7}")
-    top: Optional[int] = _opt("int", "keep the best N")
-    explain: bool = _opt("bool", "list every excluded model with the first constraint it failed", False)
-    catalog: list[str] = _opt("list", "catalog files (default: $GPTCTL_CATALOG or the bundled one)")
+    domain: list[str] = _opt("list", "Keep models in this domain (repeatable: any of). E.g. medical, code, general.",
+                             short="-d", metavar="DOMAIN")
+    max_params: Optional[int] = _opt("any", "At most N parameters: 135m, 1.5b, 7B, 7e9.", metavar="N")
+    min_params: Optional[int] = _opt("any", "At least N parameters (units as --max-params).", metavar="N")
+    license: list[str] = _opt("list", "Allow this license id (repeatable allow-list), e.g. apache-2.0, mit.",
+                              short="-l", metavar="LICENSE")
+    task: Optional[str] = _opt("str", "A task the model must list, e.g. text-generation.", metavar="TASK")
+    language: Optional[str] = _opt("str", "A language the model must list (ISO 639 code, e.g. en, zh).", metavar="LANG")
+    min_context: Optional[int] = _opt("any", "At least this context length: 4096, 8k (k = 1024).", metavar="TOKENS")
+    instruct: Optional[bool] = _opt("bool", "Only instruction-tuned models, or only base "
+                                    "models.", flag="--instruct/--base")
+    metric: list[str] = _opt("list", "Metric floor, e.g. 'mmlu>=40' (repeatable). Models without that metric are "
+                             "excluded.",
+                             short="-m", metavar="EXPR")
+    architecture: list[str] = _opt("list", "Keep this transformers model_type (repeatable), e.g. llama, qwen2.",
+                                   short="-a", metavar="ARCH")
+    exportable: bool = _opt("bool", "Only architectures optimum's ONNX exporter supports (text generation with KV "
+                            "cache).",
+                            False)
+    weight: dict[str, float] = _opt("dict", "Scoring weight, e.g. quality=0.7 (repeatable). Criteria: quality, size, "
+                                    "context, recency, license. Weights are normalised to sum 1.",
+                                    panel="Scoring", short="-w", metavar="NAME=W")
+    top: Optional[int] = _opt("int", "Show only the best N.", panel="Output", short="-n", metavar="N")
+    explain: bool = _opt("bool", "Also list every excluded model with the first constraint it "
+                         "failed.", False, panel="Output")
+    catalog: list[str] = _opt("list", "Catalog file (repeatable; later files override the same ids). Replaces the "
+                              "bundled "
+                              "catalog; 'builtin' names it. Default: $GPTCTL_CATALOG, else the bundled catalog.",
+                              panel="Catalog", short="-c", metavar="FILE")
 
     @staticmethod
     def normalise_domain(v: Any, done: dict) -> list[str]:
@@ -180,7 +193,8 @@ class SelectOptions(LightOptions):
         out: dict[str, float] = {}
         for k, val in items:
             if k not in CRITERIA:
-                raise ValueError(f"unknown scoring criterion {k!r}{did_you_mean(k, CRITERIA)}; criteria: {', '.join(CRITERIA)}")
+                raise ValueError(f"unknown scoring criterion {k!r}{did_you_mean(k, CRITERIA)}; "
+                                 f"criteria: {', '.join(CRITERIA)}")
             try:
                 f = float(val)
             except (TypeError, ValueError):
@@ -205,6 +219,3 @@ class SelectOptions(LightOptions):
         d = self.model_dump(include={"domain", "max_params", "min_params", "license", "task", "language",
                                      "min_context", "instruct", "metric", "architecture", "exportable"})
         return {k: v for k, v in d.items() if v is not None and v != [] and not (k == "exportable" and v is False)}
-
-
-SelectOptions._fields()  # fill model_fields now that the dataclass decorator has run

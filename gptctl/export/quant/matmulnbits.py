@@ -1,16 +1,8 @@
-"""Block-wise weight quantization to ONNX Runtime's MatMulNBits (weights blocked along K).
+"""Packing block-quantized weights into ONNX Runtime's MatMulNBits, and the graph rewrite that uses it.
 
-Two grids per block of `block_size` weights:
-* Round-to-nearest with a uint8 zero point (min/max), as ONNX Runtime's own quantizer does.
-* Exact repack, for weights that already sit on a 4-bit grid with a float offset (a GGUF Q4_1 model,
-  dequantized, is the usual input here): w = d*j + m. MatMulNBits can only shift a block by an integer
-  zero point, so RTN would move every weight of a block by the same amount and those errors add up in
-  every dot product (measured on SmolLM2-135M: +25% perplexity). Instead the block keeps q = j and scale d,
-  and the left-over offset r = m + d*z is applied through K extra inputs: the block sums of the
-  activations, appended to them once per distinct MatMul input, against extra weight rows holding r
-  (quantized in two passes, so what remains is ~1/900 of its range).
-Zero points stay uint8: float zero points drop MatMulNBits on CPU to a dequantize-then-GEMM path
-(measured ~25x slower per call).
+Weights are blocked along K, `block_size` per scale; the grids themselves live in `rtn` (round-to-nearest)
+and `grid` (exact repack of weights already on a 4-bit grid). Zero points stay uint8: float zero points
+drop MatMulNBits on CPU to a dequantize-then-GEMM path (measured ~25x slower per call).
 """
 
 from __future__ import annotations
@@ -19,46 +11,12 @@ from typing import Any
 
 import numpy as np
 
-GRID_TOLERANCE = 1e-3  # |j - round(j)| in grid steps for a block to count as already 4-bit
-RESIDUAL_PASSES = 2  # residual rows: 4-bit, then 4-bit of what that left (error ~ range/900)
+from gptctl.export.quant.grid import RESIDUAL_PASSES, grid_blocks, residual_rows
+from gptctl.export.quant.rtn import rtn_blocks
 
-
-def rtn_blocks(x: np.ndarray, bits: int, symmetric: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Quantize rows of `x` [blocks, block_size]: (q uint8, scale float32 [blocks], zero point uint8 [blocks])."""
-    levels = (1 << bits) - 1
-    x = x.astype(np.float64)
-    if symmetric:
-        half = 1 << (bits - 1)
-        amax = np.abs(x).max(axis=1)
-        scale = np.where(amax > 0, amax / (half - 1), 1.0)
-        q = np.clip(np.rint(x / scale[:, None]) + half, 0, levels)
-        return q.astype(np.uint8), scale.astype(np.float32), np.full(x.shape[0], half, np.uint8)
-    lo, hi = x.min(axis=1), x.max(axis=1)
-    scale = np.where(hi > lo, (hi - lo) / levels, 1.0)
-    zp = np.clip(np.rint(-lo / scale), 0, levels)
-    q = np.clip(np.rint(x / scale[:, None] + zp[:, None]), 0, levels)
-    return q.astype(np.uint8), scale.astype(np.float32), zp.astype(np.uint8)
-
-
-def grid_blocks(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """Exact 4-bit decomposition of blocks already on a 16-level grid, or None when they are not.
-
-    Returns (q, scale, zero point, residual) with x = scale * (q - zp) + residual for every weight.
-    """
-    x = x.astype(np.float64)
-    lo, hi = x.min(axis=1), x.max(axis=1)
-    step = (hi - lo) / 15
-    flat = step <= 0
-    safe = np.where(flat, 1.0, step)
-    j = (x - lo[:, None]) / safe[:, None]
-    if np.abs(j - np.rint(j)).max() > GRID_TOLERANCE:
-        return None
-    q = np.clip(np.rint(j), 0, 15)
-    zp = np.clip(np.rint(-lo / safe), 0, 15)
-    zp = np.where(flat, 0, zp)
-    q = np.where(flat[:, None], 0, q)
-    residual = lo + safe * zp  # what scale * (q - zp) misses, the same for the whole block
-    return q.astype(np.uint8), safe.astype(np.float32), zp.astype(np.uint8), residual
+# accuracy_level 4: activations are quantized to int8 per block inside MatMulNBits on CPU, which is what
+# makes int4/int8 decode fast there; GPU kernels ignore it.
+ACCURACY_LEVEL = 4
 
 
 def _pack(q: np.ndarray, zp: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -86,17 +44,10 @@ def quantize_matmul_weight(w: np.ndarray, bits: int, block_size: int, *, symmetr
         return {"B": b, "scales": scale, "zero_points": zpp, "K": k, "blocks": blocks, "residual": False}
     q, scale, zp, residual = exact
     # Extra K rows: each block's residual, against that block's activation sum (see `replace_matmuls`).
-    # Two passes: the second holds what 4-bit rounding of the first left over.
-    seg = -(-blocks // block_size) * block_size
-    left = np.zeros((n, seg))
-    left[:, :blocks] = residual.reshape(n, blocks)
-    qs, ss, zs = [q.reshape(n, blocks, block_size)], [scale.reshape(n, blocks)], [zp.reshape(n, blocks)]
-    for _ in range(RESIDUAL_PASSES):
-        q2, s2, z2 = rtn_blocks(left.reshape(-1, block_size), bits)
-        qs.append(q2.reshape(n, -1, block_size))
-        ss.append(s2.reshape(n, -1))
-        zs.append(z2.reshape(n, -1))
-        left = left - ((q2.astype(np.float64) - z2[:, None]) * s2[:, None]).reshape(n, seg)
+    qs, ss, zs, seg = residual_rows(residual, n, blocks, block_size, bits)
+    qs.insert(0, q.reshape(n, blocks, block_size))
+    ss.insert(0, scale.reshape(n, blocks))
+    zs.insert(0, zp.reshape(n, blocks))
     b, zpp = _pack(np.concatenate(qs, axis=1), np.concatenate(zs, axis=1), bits)
     return {"B": b, "scales": np.concatenate(ss, axis=1).reshape(-1).astype(np.float32), "zero_points": zpp,
             "K": k + RESIDUAL_PASSES * seg, "blocks": blocks, "segment": seg, "residual": True}
@@ -120,12 +71,59 @@ def dequantize(parts: dict[str, Any], k: int, n: int, bits: int, block_size: int
     return w.reshape(n, blocks * block_size)[:, :k].T
 
 
+def lm_head_weight(proto: Any) -> str | None:
+    """The initializer of the MatMul that produces `logits` (None when the head is not a plain MatMul)."""
+    inits = {t.name for t in proto.graph.initializer}
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    node = producers.get("logits")
+    seen = 0
+    while node is not None and seen < 4:  # logits may come after a Cast/Identity
+        if node.op_type == "MatMul":
+            return node.input[1] if node.input[1] in inits else None
+        node = producers.get(node.input[0])
+        seen += 1
+    return None
+
+
+class _BlockSums:
+    """concat(x, x @ E) per distinct (input, K, segment): E sums each block of K into one column, once
+    per residual pass, each pass padded to a whole block so its rows get their own scales. E is 0/1, so
+    it is itself stored exactly as a 4-bit MatMulNBits (an fp32 E cost SmolLM2 36 MB of reads per token)."""
+
+    def __init__(self, block_size: int, new_nodes: list, new_inits: list):
+        self.block_size, self.nodes, self.inits = block_size, new_nodes, new_inits
+        self.augmented: dict[tuple[str, int, int], str] = {}
+
+    def __call__(self, x: str, k: int, blocks: int, seg: int) -> str:
+        from onnx import helper, numpy_helper
+
+        key, bs = (x, k, seg), self.block_size
+        if key not in self.augmented:
+            p = f"gptctl/nbits/{len(self.augmented)}"
+            e = np.zeros((k, RESIDUAL_PASSES * seg), np.float32)
+            for r in range(RESIDUAL_PASSES):
+                for b in range(blocks):
+                    e[b * bs:(b + 1) * bs, r * seg + b] = 1.0
+            ind = quantize_matmul_weight(e, 4, bs, exact_grid=False)
+            self.inits.extend([numpy_helper.from_array(ind["B"], p + "/sum_blocks"),
+                               numpy_helper.from_array(ind["scales"], p + "/sum_blocks_scales"),
+                               numpy_helper.from_array(ind["zero_points"], p + "/sum_blocks_zp")])
+            self.nodes.extend([
+                helper.make_node("MatMulNBits", [x, p + "/sum_blocks", p + "/sum_blocks_scales", p + "/sum_blocks_zp"],
+                                 [p + "/sums"], domain="com.microsoft", K=k, N=e.shape[1], bits=4, block_size=bs,
+                                 accuracy_level=0),
+                helper.make_node("Concat", [x, p + "/sums"], [p + "/augmented"], axis=-1),
+            ])
+            self.augmented[key] = p + "/augmented"
+        return self.augmented[key]
+
+
 def replace_matmuls(proto: Any, *, bits: int, block_size: int, accuracy_level: int, bits_for: dict[str, int] | None = None,
                     symmetric_for: frozenset[str] | set[str] = frozenset(), exact_grid: bool = True) -> dict[str, Any]:
     """Replace every MatMul whose B is a 2-D float initializer by MatMulNBits; return a report.
 
     `bits_for` overrides the width of given weights (the LM head at 8 bits); `symmetric_for` names weights
-    quantized on a symmetric grid.
+    quantized on a symmetric grid; `exact_grid` keeps 4-bit blocks already on a grid exactly (`grid`).
     """
     from onnx import helper, numpy_helper
 
@@ -135,34 +133,9 @@ def replace_matmuls(proto: Any, *, bits: int, block_size: int, accuracy_level: i
     for node in graph.node:
         for name in node.input:
             users[name] = users.get(name, 0) + 1
-    augmented: dict[tuple[str, int], str] = {}  # (input, blocks) -> concat(input, block sums)
     new_nodes, new_inits, drop = [], [], set()
+    block_sums = _BlockSums(block_size, new_nodes, new_inits)
     report = {"matmuls_quantized": 0, "exact_grid": 0, "rtn": 0, "weights": {}}
-
-    def block_sums(x: str, k: int, blocks: int, seg: int) -> str:
-        # concat(x, x @ E): E sums each block of K into one column, once per residual pass, each pass
-        # padded to a whole block so its rows get their own scales. E is 0/1, so it is itself stored
-        # exactly as a 4-bit MatMulNBits (an fp32 E cost SmolLM2 36 MB of reads per token).
-        key = (x, k, seg)
-        if key not in augmented:
-            p = f"gptctl/nbits/{len(augmented)}"
-            e = np.zeros((k, RESIDUAL_PASSES * seg), np.float32)
-            for r in range(RESIDUAL_PASSES):
-                for b in range(blocks):
-                    e[b * block_size:(b + 1) * block_size, r * seg + b] = 1.0
-            ind = quantize_matmul_weight(e, 4, block_size, exact_grid=False)
-            new_inits.extend([numpy_helper.from_array(ind["B"], p + "/sum_blocks"),
-                              numpy_helper.from_array(ind["scales"], p + "/sum_blocks_scales"),
-                              numpy_helper.from_array(ind["zero_points"], p + "/sum_blocks_zp")])
-            new_nodes.extend([
-                helper.make_node("MatMulNBits", [x, p + "/sum_blocks", p + "/sum_blocks_scales", p + "/sum_blocks_zp"],
-                                 [p + "/sums"], domain="com.microsoft", K=k, N=e.shape[1], bits=4, block_size=block_size,
-                                 accuracy_level=0),
-                helper.make_node("Concat", [x, p + "/sums"], [p + "/augmented"], axis=-1),
-            ])
-            augmented[key] = p + "/augmented"
-        return augmented[key]
-
     for node in graph.node:
         weight = node.input[1] if node.op_type == "MatMul" and len(node.input) == 2 else None
         t = inits.get(weight) if weight else None

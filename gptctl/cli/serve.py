@@ -1,0 +1,114 @@
+"""Serve an exported model as an OpenAI-compatible HTTP service; swap versions; drive load.
+
+`gptctl serve ARTIFACT` listens on 127.0.0.1:8000 (/v1/completions, /v1/chat/completions, /v1/models,
+/health, /health/ready, /metrics); `gptctl serve swap NEW --url URL` replaces the served version without
+downtime; `gptctl serve loadtest --url URL` measures throughput and latency. fastapi, uvicorn and
+prometheus-client are imported only when a server starts.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from typer.core import TyperGroup
+
+from gptctl.cli import common
+
+
+class _DefaultToStart(TyperGroup):
+    """`gptctl serve ARTIFACT ...` means `gptctl serve start ARTIFACT ...`."""
+
+    def resolve_command(self, ctx, args):  # type: ignore[override]
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["start", *args]
+        return super().resolve_command(ctx, args)
+
+
+app = typer.Typer(cls=_DefaultToStart, no_args_is_help=True, rich_markup_mode="rich",
+                  help="Serve an exported model as an OpenAI-compatible HTTP service; swap versions; drive load.")
+
+
+@app.command("start")
+@common.handle_errors
+def start_command(
+    artifact: str = typer.Argument(..., help="An export directory (gptctl export --output) or a run dir with one export step."),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on (a non-local one wants --api-key-env)."),
+    port: int = typer.Option(8000, help="TCP port."),
+    provider: str = typer.Option("cpu", help="ONNX Runtime execution provider: cpu, cuda, ..."),
+    threads: Optional[int] = typer.Option(None, help="ONNX Runtime intra-op threads (default: ORT's choice)."),
+    max_batch: int = typer.Option(8, help="Requests decoding together in one batch."),
+    max_queued: int = typer.Option(64, help="Requests waiting for a batch row; beyond that the server answers 429."),
+    api_key_env: Optional[str] = typer.Option(None, help="Environment variable holding the key every route but /health requires."),
+    model_name: Optional[str] = typer.Option(None, help="The model id clients send (default: the artifact directory's name)."),
+) -> None:
+    """Serve ARTIFACT until SIGTERM or Ctrl-C (which drain: in-flight requests finish first)."""
+    from gptctl.errors import BadInput
+    from gptctl.runtime.providers import PROVIDER_NAMES
+    from gptctl.serve.server import ServeOptions, exposure_warning, run_server
+
+    if provider not in PROVIDER_NAMES:
+        raise BadInput(f"--provider {provider!r} is not known", f"use one of: {', '.join(PROVIDER_NAMES)}")
+    opts = ServeOptions(artifact=artifact, host=host, port=port, provider=provider, threads=threads,
+                        max_batch=max_batch, max_queued=max_queued, api_key_env=api_key_env, model_name=model_name)
+    warning = exposure_warning(opts)
+    if warning:
+        common.err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    shown = f"[{host}]" if ":" in host else host
+    common.err.print(f"gptctl serve: loading {artifact}; OpenAI API at http://{shown}:{port}/v1 "
+                     f"(ready: http://{shown}:{port}/health/ready)", highlight=False)
+
+    def ready(state) -> None:
+        version = state.deployment.current
+        common.err.print(f"ready: {state.model_name} {version.fingerprint}, batching "
+                         f"{'on' if version.engine.batching else 'off'} ({version.engine.batching_reason})",
+                         highlight=False)
+
+    run_server(opts, on_ready=ready)
+
+
+@app.command("swap")
+@common.handle_errors
+def swap_command(
+    artifact: str = typer.Argument(..., help="The new version: an export directory the server can read."),
+    url: str = typer.Option("http://127.0.0.1:8000", help="The running server."),
+    api_key_env: Optional[str] = typer.Option(None, help="Environment variable holding the server's key."),
+    timeout: float = typer.Option(300.0, help="Seconds to wait for the new version to load and warm."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Replace the served version with ARTIFACT without downtime (exit 1 if it fails to load or warm)."""
+    from gptctl.serve.client import swap
+
+    result = swap(url, artifact, api_key_env=api_key_env, timeout=timeout)
+    if json_out:
+        common.print_json(result)
+    else:
+        common.out.print(f"swapped {result['previous']} -> {result['current']} ({result['artifact']})", highlight=False)
+
+
+@app.command("loadtest")
+@common.handle_errors
+def loadtest_command(
+    url: str = typer.Option("http://127.0.0.1:8000", help="The running server."),
+    requests: int = typer.Option(32, help="Requests to send in all."),
+    concurrency: int = typer.Option(4, help="Requests in flight at once."),
+    max_tokens: int = typer.Option(32, help="max_tokens of each request."),
+    prompt: str = typer.Option("The patient was given", help="The prompt of every request."),
+    api_key_env: Optional[str] = typer.Option(None, help="Environment variable holding the server's key."),
+    timeout: float = typer.Option(60.0, help="Seconds one request may take."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Send a bounded number of streaming completions; print ok/failed, tok/s, TTFT and ITL p50/p95."""
+    from dataclasses import asdict
+
+    from gptctl.serve.loadtest import LoadtestOptions, run_loadtest
+
+    report = run_loadtest(LoadtestOptions(url=url, requests=requests, concurrency=concurrency, max_tokens=max_tokens,
+                                          prompt=prompt, api_key_env=api_key_env, timeout=timeout))
+    if json_out:
+        common.print_json(asdict(report))
+    else:
+        for line in report.lines():
+            common.out.print(line, highlight=False)
+    if report.failed:
+        raise typer.Exit(1)

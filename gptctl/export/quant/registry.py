@@ -1,0 +1,63 @@
+"""The quantization methods `gptctl export --quantize` offers: names, help and import paths only.
+
+Nothing heavy is imported here (no numpy, onnx or onnxruntime), so the CLI's `--help` and the option
+classes can read the choices. A new method is one module under `gptctl/export/quant/` plus one entry
+in `QUANT_METHODS`; `load_method` imports it only when an export runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class QuantMethod(Protocol):
+    """What a registered target is: quantizes an onnx ModelProto for `gptctl export`."""
+
+    name: str
+
+    def quantize(self, proto: Any, opts: Any) -> tuple[Any, dict[str, Any]]:
+        """Return (the quantized graph, the manifest's `quantization` section); `opts` is ExportOptions."""
+        ...
+
+
+@dataclass(frozen=True)
+class QuantMethodSpec:
+    """One registered method: `target` is "module:attribute" of an object with `quantize(proto, options)`."""
+
+    name: str
+    target: str
+    help: str
+
+
+QUANT_METHODS: dict[str, QuantMethodSpec] = {
+    spec.name: spec
+    for spec in (
+        QuantMethodSpec("int8", "gptctl.export.quant.rtn:INT8",
+                        "weight-only int8 MatMulNBits, round-to-nearest"),
+        QuantMethodSpec("int4", "gptctl.export.quant.rtn:INT4",
+                        "weight-only int4 MatMulNBits, round-to-nearest (weights already on a 4-bit grid, "
+                        "as from GGUF Q4, kept exactly), embedding as GatherBlockQuantized"),
+    )
+}
+
+NO_QUANTIZATION = "none"
+# The allowed values of `--quantize` / ExportOptions.quantize, in the order the CLI lists them.
+QUANT_CHOICES: tuple[str, ...] = (NO_QUANTIZATION, *QUANT_METHODS)
+
+
+def quantize_help() -> str:
+    """The `--quantize` help text, derived from the registry."""
+    methods = "; ".join(f"{s.name}: {s.help}" for s in QUANT_METHODS.values())
+    return f"{', '.join(QUANT_CHOICES)} (default {NO_QUANTIZATION}). {methods}; the LM head included."
+
+
+def load_method(name: str) -> QuantMethod:
+    """Import and return the method registered as `name` (KeyError names the known ones)."""
+    try:
+        spec = QUANT_METHODS[name]
+    except KeyError:
+        raise KeyError(f"unknown quantization method {name!r}; known: {', '.join(QUANT_METHODS)}") from None
+    module, _, attr = spec.target.partition(":")
+    return getattr(importlib.import_module(module), attr)
