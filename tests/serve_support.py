@@ -25,7 +25,7 @@ def build_lively_llama(directory: Path, seed: int) -> Path:
     model = AutoModelForCausalLM.from_pretrained(path)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.dim() > 1:
                 p.copy_(torch.randn(p.shape, generator=gen) * WEIGHT_STD)
     model.save_pretrained(path)

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from test_recipe_run import RECIPE
 
 import recipe_fakes
-from test_recipe_run import RECIPE
 
 SLOW = ["--set", "steps.tune.options.sleep=60"]
 

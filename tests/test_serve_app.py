@@ -2,7 +2,6 @@
 or not, equal to batch-1 greedy; concurrency; disconnects; 429; auth; bad requests; health and metrics;
 keep-alive comments; draining."""
 
-import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -10,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-
 from serve_support import LiveServer, SlowSession, exported_llama
 
 MODEL = "tiny-llama"
@@ -97,7 +95,7 @@ def test_chat_equals_batch1_greedy_over_the_chat_template(server):
 def test_concurrent_requests_of_different_lengths_equal_their_batch1_outputs(server):
     version = server.state.deployment.current
     c = client(server)
-    jobs = [(p, n) for p, n in zip(PROMPTS * 2, [9, 14, 6, 11, 13, 5, 8, 10])]
+    jobs = [(p, n) for p, n in zip(PROMPTS * 2, [9, 14, 6, 11, 13, 5, 8, 10], strict=True)]
 
     def one(job):
         prompt, n = job

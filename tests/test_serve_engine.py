@@ -8,7 +8,6 @@ import time
 
 import numpy as np
 import pytest
-
 from serve_support import SlowSession, exported_llama
 
 from gptctl.errors import BadInput
@@ -62,11 +61,11 @@ def test_concurrent_prompts_of_different_lengths_equal_their_batch1_greedy(lm):
     try:
         assert engine.batching, engine.batching_reason
         lengths = [12, 7, 15, 9]
-        handles = [engine.add_request(p, n) for p, n in zip(PROMPTS, lengths)]
+        handles = [engine.add_request(p, n) for p, n in zip(PROMPTS, lengths, strict=True)]
         outputs = [list(h) for h in handles]
     finally:
         engine.stop()
-    for prompt, n, out, h in zip(PROMPTS, lengths, outputs, handles):
+    for prompt, n, out, h in zip(PROMPTS, lengths, outputs, handles, strict=True):
         assert out == greedy(lm, prompt, n), prompt
         assert h.finish_reason == "length"
     assert len({tuple(o) for o in outputs}) == len(outputs)  # the model does not just repeat itself
@@ -249,7 +248,8 @@ def test_light_tokenizer_matches_transformers(artifact, tokenizer):
         ids = tok(text)["input_ids"]
         assert tokenizer.decode(ids) == tok.decode(ids, skip_special_tokens=True)
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": TEXT}]
-    assert tokenizer.apply_chat_template(messages) == list(tok.apply_chat_template(messages, add_generation_prompt=True))
+    want = list(tok.apply_chat_template(messages, add_generation_prompt=True))
+    assert tokenizer.apply_chat_template(messages) == want
     assert len(tokenizer) == len(tok) and tokenizer.eos_token_id == tok.eos_token_id
 
 

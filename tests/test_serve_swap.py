@@ -9,10 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from typer.testing import CliRunner
-
 from serve_support import LiveServer, SlowSession, exported_llama
 from test_serve_app import MODEL, client, make_state, reference
+from typer.testing import CliRunner
 
 from gptctl.cli.app import app
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 ARCHITECTURES = ("gpt2", "llama", "qwen2", "gpt_neox", "opt")
+# Encoders (exported with --task feature-extraction), built by `build_tiny_encoder`; not causal LMs.
+ENCODER_ARCHITECTURES = ("bert",)
 
 # A small, repetitive corpus: enough for a BPE vocabulary and for LoRA loss to fall quickly.
 CORPUS = [
@@ -73,6 +75,8 @@ def build_tiny_model(arch: str, directory: str | Path, seed: int = 0) -> Path:
     import torch
     from transformers import AutoModelForCausalLM
 
+    if arch in ENCODER_ARCHITECTURES:
+        return build_tiny_encoder(arch, directory, seed)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tok = train_tokenizer(directory)
@@ -81,4 +85,24 @@ def build_tiny_model(arch: str, directory: str | Path, seed: int = 0) -> Path:
     cfg.pad_token_id = tok.pad_token_id
     model = AutoModelForCausalLM.from_config(cfg)
     model.save_pretrained(directory, safe_serialization=True)
+    return directory
+
+
+def build_tiny_encoder(arch: str, directory: str | Path, seed: int = 0) -> Path:
+    """Write a tiny random encoder (BertModel: 2 layers, hidden 32) + the same BPE tokenizer to `directory`.
+
+    Its graph declares token_type_ids besides input_ids and attention_mask, as all-MiniLM-L6-v2's does.
+    """
+    import torch
+    from transformers import BertConfig, BertModel
+
+    if arch not in ENCODER_ARCHITECTURES:
+        raise ValueError(f"unknown tiny encoder {arch!r}; known: {', '.join(ENCODER_ARCHITECTURES)}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tok = train_tokenizer(directory)
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=len(tok), num_hidden_layers=2, hidden_size=32, intermediate_size=64,
+                     num_attention_heads=4, max_position_embeddings=128, pad_token_id=tok.pad_token_id)
+    BertModel(cfg).save_pretrained(directory, safe_serialization=True)
     return directory

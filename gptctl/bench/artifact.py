@@ -27,8 +27,9 @@ def bench_artifact(options: BenchOptions | dict[str, Any], progress: Any = None)
     source = baseline_source(manifest) if opts.baseline else None
     from gptctl.bench.runner import run_benchmark
 
+    task = (manifest.get("options") or {}).get("task")  # None (an older manifest): the graph decides
     bench = run_benchmark(artifact.resolve(), opts, source_spec=source, vocab_size=vocab, baseline=opts.baseline,
-                          progress=progress)
+                          progress=progress, task=task)
     manifest = dict(manifest)
     manifest["benchmark"] = bench
     return manifest

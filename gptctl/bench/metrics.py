@@ -1,4 +1,4 @@
-"""Measurement helpers shared by every backend: latency percentiles, decode rate, memory."""
+"""Measurement helpers shared by every backend: latency percentiles, decode rate, encoder throughput, memory."""
 
 from __future__ import annotations
 
@@ -39,6 +39,20 @@ def prefill_grid(run: Callable[[np.ndarray], Any], rng: np.random.Generator, low
                 samples.append((time.perf_counter() - t0) * 1e3)
             out[grid_key(batch, seq)] = percentiles(samples)
     return out
+
+
+def encoder_grid(run: Callable[[np.ndarray], Any], rng: np.random.Generator, low: int, vocab: int,
+                 spec: dict[str, Any]) -> dict[str, Any]:
+    """An encoder's latency (ms) per batch x sequence cell, as `prefill_grid`, plus its throughput there:
+    sequences/s and tokens/s at the median latency (batch / p50 and batch * sequence / p50)."""
+    grid = prefill_grid(run, rng, low, vocab, spec)
+    for batch in spec["batch_sizes"]:
+        for seq in spec["prompt_lengths"]:
+            cell = grid[grid_key(batch, seq)]
+            p50_s = cell["p50"] / 1e3
+            cell["sequences_per_s"] = round(batch / p50_s, 3) if p50_s > 0 else None
+            cell["tokens_per_s"] = round(batch * seq / p50_s, 1) if p50_s > 0 else None
+    return grid
 
 
 def decode_rate(generate: Callable[[np.ndarray, int, list], Any], rng: np.random.Generator, low: int, vocab: int,

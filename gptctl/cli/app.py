@@ -57,7 +57,8 @@ LAZY_COMMANDS = {
 LAZY_GROUPS = {
     "catalog": ("gptctl.cli.catalog", "Inspect and check model catalogs (the bundled one, --catalog FILE, or $GPTCTL_CATALOG)."),
     "optimize": ("gptctl.cli.optimize", "Adapt (LoRA, prompt tuning) or shrink (pruning) a causal LM; perplexity before and after."),
-    "serve": ("gptctl.cli.serve", "Serve an exported model as an OpenAI-compatible HTTP service; swap versions; drive load."),
+    "serve": ("gptctl.cli.serve",
+              "Serve an exported model as an OpenAI-compatible HTTP service; swap versions; drive load."),
 }
 
 

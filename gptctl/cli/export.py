@@ -151,30 +151,62 @@ def _validation_table(v: dict[str, Any], title: str) -> Any:
 
 
 def render_benchmark(bench: dict[str, Any]) -> None:
-    """One row per backend when the console is wide enough, else one column per backend."""
+    """One row per backend when the console is wide enough, else one column per backend. An encoder
+    (feature-extraction) shows latency and sequences/s per batch x length; a decoder prefill and decode."""
     from gptctl.cli.common import print_fitting
 
-    cells = []
+    encoder = any(e.get("kind") == "encoder" or e.get("encoder_ms") for e in bench.values())
+    title, rows = _encoder_rows(bench) if encoder else _decoder_rows(bench)
+    rows = [("active", lambda e: "[green]yes[/]"), ("session s", lambda e: _fmt(e.get("session_s"))), *rows,
+            ("peak RSS MB", lambda e: _fmt(e.get("peak_rss_mb"), ".0f")), ("size MB", lambda e: _fmt(e.get("size_mb"), ".1f"))]
+    print_fitting(_bench_by_backend(bench, rows, title), _bench_by_metric(bench, rows, title))
+    for name, e in bench.items():
+        if not e.get("available"):
+            out.print(f"[yellow]{name}:[/] not measured: {e.get('reason')}", highlight=False)
+
+
+def _grid_cells(bench: dict[str, Any], grid: str) -> tuple[list[str], dict[str, Any]]:
+    """The batch x length cells measured by any backend, and one measured grid (for its run counts)."""
+    cells: list[str] = []
     for entry in bench.values():
-        for key in (entry.get("prefill_ms") or {}):
+        for key in (entry.get(grid) or {}):
             if key not in ("iterations", "warmup") and key not in cells:
                 cells.append(key)
+    some = next((e[grid] for e in bench.values() if e.get(grid)), {})
+    return cells, some
+
+
+def _decoder_rows(bench: dict[str, Any]) -> tuple[str, list]:
+    cells, pre = _grid_cells(bench, "prefill_ms")
     some = next((e for e in bench.values() if e.get("prefill_ms")), {})
-    pre = some.get("prefill_ms") or {}
     title = "benchmark"
     if pre:
         title += (f" (prefill ms p50/p90/p99: {pre.get('iterations')} timed runs after {pre.get('warmup')} warm-up; "
                   f"decode: batch 1, {some.get('decode_tokens')} tokens, median of {some.get('decode_runs')})")
     # (header, value per measured backend); an unavailable backend shows "-" in every row.
-    rows = [("active", lambda e: "[green]yes[/]"), ("session s", lambda e: _fmt(e.get("session_s")))]
-    rows += [(f"prefill {c}", lambda e, c=c: _prefill(e, c)) for c in cells]
+    rows = [(f"prefill {c}", lambda e, c=c: _prefill(e, c)) for c in cells]
     rows += [("decode tok/s", lambda e: _fmt(e.get("decode_tokens_per_s"), ".1f")),
-             ("vs pytorch", lambda e: f"{e['decode_speedup_vs_pytorch']:.2f}x" if e.get("decode_speedup_vs_pytorch") else "-"),
-             ("peak RSS MB", lambda e: _fmt(e.get("peak_rss_mb"), ".0f")), ("size MB", lambda e: _fmt(e.get("size_mb"), ".1f"))]
-    print_fitting(_bench_by_backend(bench, rows, title), _bench_by_metric(bench, rows, title))
-    for name, e in bench.items():
-        if not e.get("available"):
-            out.print(f"[yellow]{name}:[/] not measured: {e.get('reason')}", highlight=False)
+             ("vs pytorch", lambda e: f"{e['decode_speedup_vs_pytorch']:.2f}x" if e.get("decode_speedup_vs_pytorch") else "-")]
+    return title, rows
+
+
+def _encoder_rows(bench: dict[str, Any]) -> tuple[str, list]:
+    cells, grid = _grid_cells(bench, "encoder_ms")
+    title = "benchmark: encoder"
+    if grid:
+        title += (f" (per batch x length: latency ms p50 and sequences/s; {grid.get('iterations')} timed runs after "
+                  f"{grid.get('warmup')} warm-up; vs pytorch: its p50 / this p50)")
+    rows = []
+    for c in cells:
+        rows += [(f"{c} ms p50", lambda e, c=c: _fmt(((e.get("encoder_ms") or {}).get(c) or {}).get("p50"), ".2f")),
+                 (f"{c} seq/s", lambda e, c=c: _fmt(((e.get("encoder_ms") or {}).get(c) or {}).get("sequences_per_s"),
+                                                    ".1f")),
+                 (f"{c} vs pytorch", lambda e, c=c: _speedup((e.get("encoder_speedup_vs_pytorch") or {}).get(c)))]
+    return title, rows
+
+
+def _speedup(x: float | None) -> str:
+    return f"{x:.2f}x" if x else "-"
 
 
 def _prefill(e: dict[str, Any], cell: str) -> str:

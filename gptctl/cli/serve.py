@@ -8,8 +8,6 @@ prometheus-client are imported only when a server starts.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 from typer.core import TyperGroup
 
@@ -32,15 +30,15 @@ app = typer.Typer(cls=_DefaultToStart, no_args_is_help=True, rich_markup_mode="r
 @app.command("start")
 @common.handle_errors
 def start_command(
-    artifact: str = typer.Argument(..., help="An export directory (gptctl export --output) or a run dir with one export step."),
+    artifact: str = typer.Argument(..., help="An export directory (gptctl export --output) or a run dir with one."),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (a non-local one wants --api-key-env)."),
     port: int = typer.Option(8000, help="TCP port."),
     provider: str = typer.Option("cpu", help="ONNX Runtime execution provider: cpu, cuda, ..."),
-    threads: Optional[int] = typer.Option(None, help="ONNX Runtime intra-op threads (default: ORT's choice)."),
+    threads: int | None = typer.Option(None, help="ONNX Runtime intra-op threads (default: ORT's choice)."),
     max_batch: int = typer.Option(8, help="Requests decoding together in one batch."),
-    max_queued: int = typer.Option(64, help="Requests waiting for a batch row; beyond that the server answers 429."),
-    api_key_env: Optional[str] = typer.Option(None, help="Environment variable holding the key every route but /health requires."),
-    model_name: Optional[str] = typer.Option(None, help="The model id clients send (default: the artifact directory's name)."),
+    max_queued: int = typer.Option(64, help="Requests waiting for a batch row; beyond that the server says 429."),
+    api_key_env: str | None = typer.Option(None, help="Variable holding the key every route but /health requires."),
+    model_name: str | None = typer.Option(None, help="The model id clients send (default: the artifact dir's name)."),
 ) -> None:
     """Serve ARTIFACT until SIGTERM or Ctrl-C (which drain: in-flight requests finish first)."""
     from gptctl.errors import BadInput
@@ -72,7 +70,7 @@ def start_command(
 def swap_command(
     artifact: str = typer.Argument(..., help="The new version: an export directory the server can read."),
     url: str = typer.Option("http://127.0.0.1:8000", help="The running server."),
-    api_key_env: Optional[str] = typer.Option(None, help="Environment variable holding the server's key."),
+    api_key_env: str | None = typer.Option(None, help="Environment variable holding the server's key."),
     timeout: float = typer.Option(300.0, help="Seconds to wait for the new version to load and warm."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
@@ -94,7 +92,7 @@ def loadtest_command(
     concurrency: int = typer.Option(4, help="Requests in flight at once."),
     max_tokens: int = typer.Option(32, help="max_tokens of each request."),
     prompt: str = typer.Option("The patient was given", help="The prompt of every request."),
-    api_key_env: Optional[str] = typer.Option(None, help="Environment variable holding the server's key."),
+    api_key_env: str | None = typer.Option(None, help="Environment variable holding the server's key."),
     timeout: float = typer.Option(60.0, help="Seconds one request may take."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:

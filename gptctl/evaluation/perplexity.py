@@ -8,7 +8,8 @@ ONNX graph reproduces the PyTorch figure (tests/test_export_quantize.py checks t
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from gptctl.errors import BadInput
 from gptctl.evaluation.records import IGNORE, Sample

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from gptctl.errors import BadInput
 from gptctl.export.model_card import write_model_card
@@ -21,8 +22,7 @@ from gptctl.manifest import MANIFEST_NAME, Manifest, dir_size, sha256_file, sha2
 from gptctl.options import parse_options
 from gptctl.outputs import atomic_output_dir, check_output_dir
 from gptctl.progress import NULL_PROGRESS, Progress
-from gptctl.runtime.artifact import file_bytes, is_onnx_file, onnx_files
-
+from gptctl.runtime.artifact import file_bytes, onnx_files
 
 BenchmarkFn = Callable[..., dict[str, Any]]
 

@@ -12,8 +12,9 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from gptctl.errors import BadInput
 from gptctl.recipe.cache import STATE_DIR

@@ -217,7 +217,8 @@ def _plan_or_run(step: Step, kind: StepKind, rep: StepReport, ctx: _Context) -> 
         if manifest is None:
             reason = f"no gptctl.json in {out}"
     if reason is None:
-        rep.status, rep.reason = "cached", f"inputs, options and gptctl version unchanged since {prev.get('finished', '?')}"
+        since = prev.get("finished", "?")
+        rep.status, rep.reason = "cached", f"inputs, options and gptctl version unchanged since {since}"
         rep.produced_by = history.produced_by(prev)
         _finish(ctx.done, rep, manifest, prev["fingerprint"], prev["output_sha256"])
         ctx.emit("cached", rep)
@@ -250,7 +251,8 @@ def _execute(step: Step, kind: StepKind, rep: StepReport, ctx: _Context, options
     if manifest is None or not out.exists():
         raise GptctlError(f"step {step.name} finished without writing {out}/gptctl.json")
     output_sha = cache.content_hash(out)
-    cache.write_state(workdir, step.name, {**record, "output_sha256": output_sha, "output_signature": cache.signature(out),
+    cache.write_state(workdir, step.name, {**record, "output_sha256": output_sha,
+                                           "output_signature": cache.signature(out),
                                            "duration_s": rep.duration_s, "run": ctx.run_id})
     cache.clear_running(workdir, step.name)
     rep.status = "ran"
@@ -297,7 +299,10 @@ class _StepProgress:
 def _finish(done: dict, rep: StepReport, manifest: dict, fingerprint: str, output_sha: str) -> None:
     """Record a finished (or reused) step for the references, fingerprints and gates of later ones."""
     rep.manifest = manifest
-    done[rep.name] = {"manifest": manifest, "output": rep.output, "model": rep.model,
+    # Later steps get absolute paths: a training step's checkpoint records its model path, so the same
+    # workdir named as `w` or /abs/w must give the same options for a resume to be accepted.
+    done[rep.name] = {"manifest": manifest, "output": str(Path(rep.output).resolve()),
+                      "model": str(Path(rep.model).resolve()),
                       "identity": {"fingerprint": fingerprint, "output_sha256": output_sha}}
 
 

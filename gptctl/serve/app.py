@@ -12,13 +12,25 @@ import hmac
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any
 
 from gptctl.errors import GptctlError
-from gptctl.serve.protocol import (ChatCompletionRequest, CompletionRequest, ProtocolError, chat_chunk, chat_response,
-                                   completion_chunk, completion_response, describe_validation_error, error_body,
-                                   models_response, new_id, usage_chunk)
+from gptctl.serve.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    ProtocolError,
+    chat_chunk,
+    chat_response,
+    completion_chunk,
+    completion_response,
+    describe_validation_error,
+    error_body,
+    models_response,
+    new_id,
+    usage_chunk,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +40,8 @@ DEFAULT_MAX_BODY_BYTES = 1 << 20
 DEFAULT_KEEPALIVE_S = 5.0
 _OPEN_PATHS = ("/health",)
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "not_found_error", 405: "invalid_request_error", 409: "conflict_error", 413: "invalid_request_error",
+                404: "not_found_error", 405: "invalid_request_error", 409: "conflict_error",
+                413: "invalid_request_error",
                 422: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable"}
 
 

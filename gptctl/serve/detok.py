@@ -7,7 +7,8 @@ When a stop string appears, the text is cut before it and the stream ends.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 
 class TextStream:

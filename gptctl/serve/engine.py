@@ -17,8 +17,9 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from gptctl.errors import BadInput, GptctlError
 
@@ -50,7 +51,7 @@ class RequestHandle:
     After the stream ends, `finish_reason` says why; `cancel()` asks the engine to drop the request.
     """
 
-    def __init__(self, rid: int, engine: "Engine", prompt_len: int, loop: asyncio.AbstractEventLoop | None):
+    def __init__(self, rid: int, engine: Engine, prompt_len: int, loop: asyncio.AbstractEventLoop | None):
         self.id = rid
         self.prompt_len = prompt_len
         self.tokens: list[int] = []

@@ -2,6 +2,8 @@
 
 Each request is a streaming /v1/completions with `include_usage`; time to first token is measured to the
 first chunk with text, inter-token latency between the following chunks (one token each from gptctl serve).
+Gaps are as the client sees them: tokens faster than the client reads arrive in one read (gaps of ~0 ms);
+the server's own figure is /metrics' gptctl_serve_inter_token_latency_seconds.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -48,19 +48,19 @@ class _Sampling(_Strict):
     """Fields shared by both endpoints."""
 
     model: str
-    max_tokens: Optional[int] = Field(default=None, ge=1)
-    temperature: Optional[float] = Field(default=None, ge=0, le=2)
-    top_p: Optional[float] = Field(default=None, gt=0, le=1)
-    seed: Optional[int] = None
-    stop: Optional[Union[str, list[str]]] = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    seed: int | None = None
+    stop: str | list[str] | None = None
     stream: bool = False
-    stream_options: Optional[StreamOptions] = None
+    stream_options: StreamOptions | None = None
     n: int = Field(default=1, ge=1)
-    user: Optional[str] = None
+    user: str | None = None
     # Accepted at their neutral value only (see `unsupported`).
-    presence_penalty: Optional[float] = None
-    frequency_penalty: Optional[float] = None
-    logit_bias: Optional[dict[str, float]] = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
 
     @field_validator("stop")
     @classmethod
@@ -92,12 +92,12 @@ class _Sampling(_Strict):
 
 
 class CompletionRequest(_Sampling):
-    prompt: Union[str, list[str], list[int]]
-    max_tokens: Optional[int] = Field(default=16, ge=1)  # OpenAI's default for completions
+    prompt: str | list[str] | list[int]
+    max_tokens: int | None = Field(default=16, ge=1)  # OpenAI's default for completions
     echo: bool = False
-    logprobs: Optional[int] = None
-    best_of: Optional[int] = None
-    suffix: Optional[str] = None
+    logprobs: int | None = None
+    best_of: int | None = None
+    suffix: str | None = None
 
     def unsupported(self) -> list[str]:
         bad = self._common_unsupported()
@@ -115,8 +115,8 @@ class TextPart(_Strict):
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Literal["system", "developer", "user", "assistant"]
-    content: Union[str, list[TextPart]]
-    name: Optional[str] = None
+    content: str | list[TextPart]
+    name: str | None = None
 
     def text(self) -> str:
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
@@ -124,15 +124,15 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: Optional[int] = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool = False
-    top_logprobs: Optional[int] = None
-    tools: Optional[list[Any]] = None
-    tool_choice: Optional[Any] = None
-    functions: Optional[list[Any]] = None
-    function_call: Optional[Any] = None
-    parallel_tool_calls: Optional[bool] = None
-    response_format: Optional[dict[str, Any]] = None
+    top_logprobs: int | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any | None = None
+    functions: list[Any] | None = None
+    function_call: Any | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
 
     def unsupported(self) -> list[str]:
         bad = self._common_unsupported()

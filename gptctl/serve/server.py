@@ -11,9 +11,10 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from gptctl.errors import BadInput, GptctlError
 from gptctl.serve.versions import LoadOptions
@@ -64,7 +65,8 @@ def build_state(options: ServeOptions):
     from gptctl.serve.metrics import ServeMetrics
 
     name = options.model_name or Path(options.artifact).expanduser().resolve().name
-    return ServeState(model_name=name, metrics=ServeMetrics(), api_key=api_key(options), keepalive_s=options.keepalive_s)
+    return ServeState(model_name=name, metrics=ServeMetrics(), api_key=api_key(options),
+                      keepalive_s=options.keepalive_s)
 
 
 def load_into(state: Any, options: ServeOptions) -> None:
@@ -87,7 +89,6 @@ def run_server(options: ServeOptions, on_ready: Callable[[Any], None] | None = N
     import uvicorn
 
     from gptctl.serve.app import create_app
-
     from gptctl.serve.versions import resolve_artifact
 
     resolve_artifact(options.artifact)  # a wrong path fails before the server listens

@@ -9,8 +9,9 @@ a `tojson` that keeps non-ASCII text); an artifact without tokenizer.json falls 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 _SPECIAL_NAMES = ("bos_token", "eos_token", "unk_token", "pad_token")
 

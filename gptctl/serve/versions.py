@@ -16,9 +16,10 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from gptctl.errors import BadInput, CheckFailed, GptctlError
 from gptctl.manifest import read_manifest
@@ -138,7 +139,8 @@ def _load_tokenizer(path: Path):
     try:
         return load_tokenizer(path)
     except Exception as exc:  # transformers raises OSError/ValueError/... for a missing or broken tokenizer
-        raise BadInput(f"{path}: cannot load the tokenizer: {exc}", "serve a complete `gptctl export` directory") from exc
+        raise BadInput(f"{path}: cannot load the tokenizer: {exc}",
+                       "serve a complete `gptctl export` directory") from exc
 
 
 def _stop_ids(path: Path, tokenizer: Any) -> set[int]:
@@ -161,7 +163,7 @@ class Deployment:
     """The current version, the leases on it, swaps and draining (see the module docstring)."""
 
     def __init__(self, version: ModelVersion, options: LoadOptions, observer: Any = None,
-                 on_change: Callable[["Deployment"], None] | None = None,
+                 on_change: Callable[[Deployment], None] | None = None,
                  loader: Callable[..., ModelVersion] = load_version):
         self.options = options
         self.observer = observer

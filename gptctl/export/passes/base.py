@@ -9,9 +9,10 @@ add up), and records one `PassRecord` per pass for the manifest's `passes` list.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Protocol, Sequence
+from typing import Any, Protocol
 
 from gptctl.export.onnx_export import MODEL_FILE
 from gptctl.export.options import ExportOptions
@@ -27,7 +28,7 @@ class PassRecord:
     name: str
     ran: bool
     seconds: float = 0.0
-    reason: Optional[str] = None  # why it was skipped
+    reason: str | None = None  # why it was skipped
     summary: dict[str, Any] = field(default_factory=dict)  # what it did, in a few figures
 
     def to_dict(self) -> dict[str, Any]:
@@ -46,22 +47,22 @@ class ExportState:
     work: Path  # the output directory being written (atomically renamed at the end)
     source: Any  # gptctl.model_source.ModelSource
     progress: Progress
-    eval_records: Optional[list] = None  # --eval-data, read before any model loaded
+    eval_records: list | None = None  # --eval-data, read before any model loaded
     # Loaded (pass `load`).
     model: Any = None
     tokenizer: Any = None
     config: Any = None
     vocab_size: int = 0
     reference: Any = None  # gptctl.export.validate.TorchReference
-    prefix: Optional[list] = None  # prompt-tuning prefix KV cache, per layer (key, value)
-    lora_merge: Optional[dict[str, Any]] = None
+    prefix: list | None = None  # prompt-tuning prefix KV cache, per layer (key, value)
+    lora_merge: dict[str, Any] | None = None
     # The graph, in memory until it is saved (None once the quantized/converted graph is on disk).
     proto: Any = None
-    fp32_path: Optional[Path] = None
+    fp32_path: Path | None = None
     fp32_lm: Any = None  # one OrtCausalLM on the fp32 graph: validation, perplexity, comparisons
     final_lm: Any = None  # one on the shipped graph when it differs from the fp32 one
-    eval_samples: Optional[list] = None
-    validation: Optional[dict[str, Any]] = None
+    eval_samples: list | None = None
+    validation: dict[str, Any] | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     # Manifest sections by name (optimization, shape_sharing, quantization), in the order they appear.
     sections: dict[str, Any] = field(default_factory=dict)
@@ -83,13 +84,13 @@ class ExportPass(Protocol):
     """One step of the export. `metric`: the timing metric it adds its seconds to (None: only `passes`)."""
 
     name: str
-    metric: Optional[str]
+    metric: str | None
 
-    def applies(self, state: ExportState, opts: ExportOptions) -> Optional[str]:
+    def applies(self, state: ExportState, opts: ExportOptions) -> str | None:
         """None when the pass runs; else the reason it is skipped (recorded in the manifest)."""
         ...
 
-    def run(self, state: ExportState, opts: ExportOptions) -> Optional[dict[str, Any]]:
+    def run(self, state: ExportState, opts: ExportOptions) -> dict[str, Any] | None:
         """Do the work on `state`; return a short summary of what it did (or None)."""
         ...
 
