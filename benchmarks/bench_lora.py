@@ -86,16 +86,21 @@ def plain_loop(model_dir: Path, train: Path, held: Path | None, s: dict) -> dict
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     data = tokenize(read_records(train), tok, max_length=s["max_length"], packing=False, path=str(train))
-    ev = tokenize(read_records(held), tok, max_length=s["max_length"], packing=False, path=str(held),
-                  for_eval=True) if held else None
+    ev = (
+        tokenize(read_records(held), tok, max_length=s["max_length"], packing=False, path=str(held), for_eval=True)
+        if held
+        else None
+    )
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     torch.manual_seed(s["seed"])
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.config.use_cache = False
     ppl = lambda m: perplexity(m, ev, batch_size=s["batch_size"], pad_id=pad)["ppl"] if ev else None  # noqa: E731
     before = ppl(model)
-    model = get_peft_model(model, LoraConfig(r=s["rank"], lora_alpha=s["alpha"], lora_dropout=0.0,
-                                             target_modules=TARGETS, task_type="CAUSAL_LM"))
+    model = get_peft_model(
+        model,
+        LoraConfig(r=s["rank"], lora_alpha=s["alpha"], lora_dropout=0.0, target_modules=TARGETS, task_type="CAUSAL_LM"),
+    )
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=s["lr"])
     model.train()
     g = torch.Generator().manual_seed(s["seed"])
@@ -103,7 +108,7 @@ def plain_loop(model_dir: Path, train: Path, held: Path | None, s: dict) -> dict
     for _ in range(int(s["epochs"])):
         order = torch.randperm(len(data.samples), generator=g).tolist()
         for i in range(0, len(order), s["batch_size"]):
-            batch = collate([data.samples[j] for j in order[i: i + s["batch_size"]]], pad)
+            batch = collate([data.samples[j] for j in order[i : i + s["batch_size"]]], pad)
             tokens += int(batch["attention_mask"].sum())
             model(**batch).loss.backward()
             opt.step()
@@ -116,15 +121,29 @@ def plain_loop(model_dir: Path, train: Path, held: Path | None, s: dict) -> dict
 def gptctl_run(model_dir: Path, train: Path, held: Path | None, s: dict, packing: bool = False) -> dict:
     from gptctl.optimize import optimize
 
-    opts = {"model": str(model_dir), "data": str(train), "rank": s["rank"], "alpha": s["alpha"], "target_modules": TARGETS,
-            "lr": s["lr"], "epochs": s["epochs"], "batch_size": s["batch_size"], "max_length": s["max_length"],
-            "seed": s["seed"], "packing": packing}
+    opts = {
+        "model": str(model_dir),
+        "data": str(train),
+        "rank": s["rank"],
+        "alpha": s["alpha"],
+        "target_modules": TARGETS,
+        "lr": s["lr"],
+        "epochs": s["epochs"],
+        "batch_size": s["batch_size"],
+        "max_length": s["max_length"],
+        "seed": s["seed"],
+        "packing": packing,
+    }
     if held:
         opts["eval_data"] = str(held)
     with tempfile.TemporaryDirectory() as tmp:
         m = optimize("lora", {**opts, "output": f"{tmp}/o"})["metrics"]
-    return {"ppl_before": m["ppl_before"], "ppl_after": m["ppl_after"], "tokens_per_s": m["train_tokens_per_s"],
-            "steps": m["steps"]}
+    return {
+        "ppl_before": m["ppl_before"],
+        "ppl_after": m["ppl_after"],
+        "tokens_per_s": m["train_tokens_per_s"],
+        "steps": m["steps"],
+    }
 
 
 def run(model_dir: Path, s: dict, rounds: int, limit: int | None) -> bool:
@@ -141,22 +160,28 @@ def run(model_dir: Path, s: dict, rounds: int, limit: int | None) -> bool:
     for r in range(rounds):
         for name, (fn, data, ev, _) in configs.items():
             got[name].append(fn(model_dir, data, ev if r == 0 else None, s))  # quality is deterministic: once
-        print(f"  round {r + 1}: " + ", ".join(f"{k} {v[-1]['tokens_per_s']:.1f} tok/s" for k, v in got.items()), flush=True)
+        print(
+            f"  round {r + 1}: " + ", ".join(f"{k} {v[-1]['tokens_per_s']:.1f} tok/s" for k, v in got.items()),
+            flush=True,
+        )
     return report(got, {k: c[3] for k, c in configs.items()})
 
 
 def report(got: dict[str, list[dict]], against: dict[str, str | None]) -> bool:
     plain, ours = got["plain loop"][0], got["gptctl"][0]
-    print(f"\nheld-out perplexity: before {plain['ppl_before']:.3f} (plain) / {ours['ppl_before']:.3f} (gptctl); "
-          f"after: plain loop {plain['ppl_after']:.3f}, gptctl {ours['ppl_after']:.3f} "
-          f"(ratio {ours['ppl_after'] / plain['ppl_after']:.3f}, target <= 1.000); steps {plain['steps']} / {ours['steps']}")
+    print(
+        f"\nheld-out perplexity: before {plain['ppl_before']:.3f} (plain) / {ours['ppl_before']:.3f} (gptctl); "
+        f"after: plain loop {plain['ppl_after']:.3f}, gptctl {ours['ppl_after']:.3f} "
+        f"(ratio {ours['ppl_after'] / plain['ppl_after']:.3f}, target <= 1.000); "
+        f"steps {plain['steps']} / {ours['steps']}"
+    )
     ok = ours["ppl_after"] <= plain["ppl_after"]
     print(f"{'configuration':30} {'tokens/s (median)':>18} {'ratio (median of rounds)':>25} {'target':>8}")
     for name, base in against.items():
         speeds = [x["tokens_per_s"] for x in got[name]]
         line = f"{name:30} {statistics.median(speeds):18.1f}"
         if base:
-            ratio = statistics.median(a / b["tokens_per_s"] for a, b in zip(speeds, got[base]))
+            ratio = statistics.median(a / b["tokens_per_s"] for a, b in zip(speeds, got[base], strict=True))
             target = 1.5 if "packing" in name else 1.0
             ok &= ratio >= target
             line += f" {ratio:24.2f}x {'>= ' + str(target):>8}"
@@ -171,16 +196,27 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3, help="rounds of the four configurations, back to back")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--max-length", type=int, default=256)
-    ap.add_argument("--max-samples", type=int, default=None, help="use only the first N notes of each file (a quick check)")
+    ap.add_argument(
+        "--max-samples", type=int, default=None, help="use only the first N notes of each file (a quick check)"
+    )
     args = ap.parse_args()
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    s = {"rank": 8, "alpha": 16, "lr": 2e-4, "epochs": args.epochs, "batch_size": 4, "max_length": args.max_length,
-         "seed": 0}
-    print(f"SmolLM2-135M-Instruct ({GGUF}) on CPU, fp32, {torch.get_num_threads()} threads; rank 8, alpha 16, "
-          f"7 projections, lr 2e-4, {args.epochs:g} epochs, batch 4, max length {args.max_length}")
+    s = {
+        "rank": 8,
+        "alpha": 16,
+        "lr": 2e-4,
+        "epochs": args.epochs,
+        "batch_size": 4,
+        "max_length": args.max_length,
+        "seed": 0,
+    }
+    print(
+        f"SmolLM2-135M-Instruct ({GGUF}) on CPU, fp32, {torch.get_num_threads()} threads; rank 8, alpha 16, "
+        f"7 projections, lr 2e-4, {args.epochs:g} epochs, batch 4, max length {args.max_length}"
+    )
     raise SystemExit(0 if run(hf_copy(), s, args.rounds, args.max_samples) else 1)
 
 

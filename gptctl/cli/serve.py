@@ -39,6 +39,8 @@ def start_command(
     max_queued: int = typer.Option(64, help="Requests waiting for a batch row; beyond that the server says 429."),
     api_key_env: str | None = typer.Option(None, help="Variable holding the key every route but /health requires."),
     model_name: str | None = typer.Option(None, help="The model id clients send (default: the artifact dir's name)."),
+    replicas: int = typer.Option(1, help="Worker processes behind one router on --port (each on its own local "
+                                 "port): least-busy routing, restarts, retries before the first token."),
 ) -> None:
     """Serve ARTIFACT until SIGTERM or Ctrl-C (which drain: in-flight requests finish first)."""
     from gptctl.errors import BadInput
@@ -48,7 +50,8 @@ def start_command(
     if provider not in PROVIDER_NAMES:
         raise BadInput(f"--provider {provider!r} is not known", f"use one of: {', '.join(PROVIDER_NAMES)}")
     opts = ServeOptions(artifact=artifact, host=host, port=port, provider=provider, threads=threads,
-                        max_batch=max_batch, max_queued=max_queued, api_key_env=api_key_env, model_name=model_name)
+                        max_batch=max_batch, max_queued=max_queued, api_key_env=api_key_env, model_name=model_name,
+                        replicas=replicas)
     warning = exposure_warning(opts)
     if warning:
         common.err.print(f"[yellow]warning:[/] {warning}", highlight=False)
@@ -57,6 +60,11 @@ def start_command(
                      f"(ready: http://{shown}:{port}/health/ready)", highlight=False)
 
     def ready(state) -> None:
+        if replicas > 1:
+            body = {r.index: r.version for r in state.replicas.replicas}
+            common.err.print(f"ready: {state.model_name}, {len(body)} replicas: "
+                             + ", ".join(f"{i}={v}" for i, v in body.items()), highlight=False)
+            return
         version = state.deployment.current
         common.err.print(f"ready: {state.model_name} {version.fingerprint}, batching "
                          f"{'on' if version.engine.batching else 'off'} ({version.engine.batching_reason})",

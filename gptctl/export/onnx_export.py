@@ -29,12 +29,7 @@ def export_with_optimum(model: Any, output_dir: Path, *, task: str, opset: int |
 
     TasksManager.standardize_model_attributes(model)
     model_type = getattr(model.config, "export_model_type", None) or model.config.model_type
-    supported = TasksManager.get_supported_tasks_for_model_type(model_type, "onnx", library_name="transformers") \
-        if model_type in TasksManager._SUPPORTED_MODEL_TYPE else {}
-    if task not in supported:
-        known = ", ".join(sorted(supported)) or "none"
-        raise BadInput(f"optimum's ONNX exporter cannot export a {model_type!r} model for task {task!r}",
-                       f"tasks it supports for {model_type}: {known}")
+    check_export_task(model_type, task, (getattr(model.config, "architectures", None) or [None])[0])
     onnx_config, models_and_configs = _get_submodels_and_onnx_configs(
         model=model, task=task, monolith=False, custom_onnx_configs={}, custom_architecture=False,
         float_dtype="fp32", fn_get_submodels=None, preprocessors=None, _variant="default",
@@ -61,6 +56,54 @@ def export_with_optimum(model: Any, output_dir: Path, *, task: str, opset: int |
     finally:
         hf_logging.set_verbosity(verbosity)
     return output_dir / (name + ".onnx")
+
+
+def optimum_tasks(model_type: str) -> set[str]:
+    """The tasks optimum's ONNX exporter supports for a transformers model_type (empty if it knows none)."""
+    import optimum.exporters.onnx.model_configs  # noqa: F401  (registers the architectures' ONNX configs)
+    from optimum.exporters.tasks import TasksManager
+
+    if model_type not in TasksManager._SUPPORTED_MODEL_TYPE:
+        return set()
+    return set(TasksManager.get_supported_tasks_for_model_type(model_type, "onnx", library_name="transformers"))
+
+
+def check_export_task(model_type: str, task: str, architecture: str | None = None) -> None:
+    """BadInput unless `task` can be exported for `model_type`, naming the gptctl `--task` that fits.
+
+    optimum lists a dozen tasks for an encoder (fill-mask, question-answering...); gptctl exports three
+    (`gptctl.export.options.TASKS`), so only those are offered. An encoder under the default
+    text-generation task (a BERT such as all-MiniLM-L6-v2) is told to pass --task feature-extraction.
+    """
+    from gptctl.export.options import TASKS
+
+    supported = optimum_tasks(model_type)
+    if task in supported:
+        return
+    fitting = [t for t in TASKS if t in supported]
+    if fitting == ["feature-extraction"]:
+        raise BadInput(f"this is an encoder ({architecture or model_type}): pass --task feature-extraction",
+                       f"gptctl exports a {model_type!r} model only as feature-extraction (hidden states), not {task}")
+    raise BadInput(f"gptctl cannot export a {model_type!r} model for task {task!r}",
+                   f"pass --task {' or '.join(fitting)}" if fitting else
+                   f"optimum's ONNX exporter has none of gptctl's tasks ({', '.join(TASKS)}) for {model_type}")
+
+
+def check_directory_task(directory: Path, task: str) -> None:
+    """`check_export_task` for an HF directory before any model is loaded: only an encoder under a
+    text-generation task is refused here (the export itself checks every other case on the loaded model)."""
+    import json
+
+    if task == "feature-extraction":
+        return
+    try:
+        config = json.loads((Path(directory) / "config.json").read_text())
+    except (OSError, ValueError):
+        return  # model_source reports an unreadable config where it loads it
+    model_type = config.get("model_type")
+    supported = optimum_tasks(model_type) if isinstance(model_type, str) else set()
+    if supported and not any(t.startswith("text-generation") for t in supported):
+        check_export_task(model_type, task, (config.get("architectures") or [None])[0])
 
 
 def load_onnx(path: Path):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from gptctl.export.quant.registry import QUANT_CHOICES, QUANT_METHODS
+from gptctl.export.quant.registry import QUANT_CHOICES, QUANT_METHODS, REQUIRES_CALIBRATION
 from gptctl.options import option
 from gptctl.runtime.settings import BenchSettings
 
@@ -38,12 +38,27 @@ class ExportOptions(BenchSettings):
     head_bits: int = option("int", 8, "LM head bits under --quantize int4 (int8 quantizes everything to 8): on "
                             "SmolLM2-135M a 4-bit head cost +7% perplexity alone, an 8-bit one nothing measurable, "
                             "for 28 MB instead of 14 MB.", choices=(4, 8), panel=_Q)
+    # Read by the methods that weigh errors by activations (int4, int8, int4-mixed; int4-gptq requires it).
+    calibration_data: Optional[str] = option("str", None, "Text (.txt or .jsonl, as --eval-data) whose activations "
+                                             "weigh the quantization error per input channel; without it the methods "
+                                             "calibrate on text the fp32 model generates itself. Use training text, "
+                                             "not the eval text.", panel=_Q)
     dtype: str = option("str", "fp32", "fp16 halves size and suits GPU providers; validation then runs the fp32 graph "
                         "first.", choices=("fp32", "fp16"), panel=_Q)
     eval_data: Optional[str] = option("str", None, "Text (.txt, or .jsonl with a 'text' field) for perplexity of the "
                                       "fp32 and quantized graphs.", panel="Validation")
     greedy_tokens: int = option("int", 16, "Tokens of greedy generation that must match PyTorch token for token.",
                                 ge=1, le=1024, panel="Validation")
+    # The gate on the shipped quantized graph against the validated fp32 one (export/validate.py
+    # `check_converted`); defaults from the pruned quickstart SmolLM2-135M, see the comments there.
+    min_top1_agreement: float = option("float", 0.75, "Quantized exports: least share of positions whose top-1 token "
+                                       "matches the fp32 graph on the fixed validation inputs; below it the export "
+                                       "fails (exit 1).", ge=0, le=1, panel="Validation")
+    min_greedy_prefix: float = option("float", 0.25, "Quantized exports: least share of --greedy-tokens generated "
+                                      "identically to the fp32 graph before the first difference.", ge=0, le=1,
+                                      panel="Validation")
+    max_ppl_ratio: float = option("float", 1.15, "Quantized exports with --eval-data: largest perplexity ratio "
+                                  "quantized / fp32.", ge=1, panel="Validation")
     benchmark: bool = option("bool", False, "Benchmark the artifact per provider vs PyTorch eager.", panel="Benchmark")
 
     def check_one_precision_change(self) -> None:
@@ -51,6 +66,21 @@ class ExportOptions(BenchSettings):
             raise ValueError("--quantize and --dtype fp16 are exclusive: quantized weights keep fp32 activations")
         if self.head_bits == 4 and self.quantize != "int4":
             raise ValueError("--head-bits 4 only applies with --quantize int4")
+
+    def check_calibration(self) -> None:
+        if self.calibration_data and self.quantize == "none":
+            raise ValueError("--calibration-data only applies with --quantize")
+        if self.quantize in REQUIRES_CALIBRATION and not self.calibration_data:
+            raise ValueError(f"--quantize {self.quantize} needs --calibration-data (text to measure activations on)")
+
+    @staticmethod
+    def normalise_calibration_data(v: Optional[str], done: dict) -> Optional[str]:
+        if v is not None and not v.startswith("pkg:"):
+            from pathlib import Path
+
+            if not Path(v).expanduser().is_file():
+                raise ValueError(f"{v}: no such file")
+        return v
 
     @staticmethod
     def normalise_block_size(v: int, done: dict) -> int:

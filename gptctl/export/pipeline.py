@@ -101,6 +101,10 @@ def _check_before_loading(opts: ExportOptions, benchmark: BenchmarkFn | None) ->
 
         _, probes = resolve_providers(list(opts.require_provider), [])
         check_required(probes, list(opts.require_provider))
+    if source.kind == "hf-dir":  # an encoder under the default text-generation task: say which --task fits
+        from gptctl.export.onnx_export import check_directory_task
+
+        check_directory_task(source.path, opts.task)
     return target, source, eval_records, probes
 
 

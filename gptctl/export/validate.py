@@ -220,14 +220,45 @@ def check_lora_merge(peft_model: Any, ids: np.ndarray, atol: float) -> tuple[Any
 
 def compare_converted(ref: Any, new: Any, tokenizer: Any, *, vocab_size: int, greedy_tokens: int) -> dict[str, Any]:
     """How far a quantized or fp16 graph (`new`) moved from the validated fp32 graph (`ref`), both open
-    `OrtCausalLM`s. Reported, not gated: perplexity is the figure of merit for lossy conversions."""
+    `OrtCausalLM`s: logits, top-1 agreement per position, greedy tokens (all and before the first
+    difference). `check_converted` gates on these figures."""
     ids = fixed_inputs(tokenizer, vocab_size)
     a, _ = ref.forward(ids)
     b, _ = new.forward(ids)
     top_ref = np.asarray(a["logits"]).argmax(-1)
     top_new = np.asarray(b["logits"]).argmax(-1)
-    g_ref = ref.greedy(ids[:1], greedy_tokens)
-    g_new = new.greedy(ids[:1], greedy_tokens)
+    g_ref = ref.greedy(ids[:1], greedy_tokens)[0]
+    g_new = new.greedy(ids[:1], greedy_tokens)[0]
+    differ = np.flatnonzero(g_ref != g_new)
+    prefix = int(differ[0]) if differ.size else int(greedy_tokens)
     return {"logits_max_abs_diff": _diff(a["logits"], b["logits"]),
             "top1_agreement": round(float((top_ref == top_new).mean()), 4),
-            "greedy_agreement": round(float((g_ref == g_new).mean()), 4), "greedy_tokens": int(greedy_tokens)}
+            "greedy_agreement": round(float((g_ref == g_new).mean()), 4),
+            "greedy_prefix_agreement": round(prefix / max(int(greedy_tokens), 1), 4),
+            "greedy_tokens": int(greedy_tokens), "positions": int(top_ref.size)}
+
+
+def check_converted(result: dict[str, Any], *, min_top1: float, min_greedy_prefix: float, max_ppl_ratio: float,
+                    ppl_ratio: float | None, what: str) -> dict[str, Any]:
+    """Gate the shipped converted graph on `compare_converted`'s figures (and the perplexity ratio when
+    measured): adds `passed` and `thresholds` to `result`; raises CheckFailed with the figures when a
+    threshold is crossed (the export then writes nothing)."""
+    thresholds = {"min_top1_agreement": min_top1, "min_greedy_prefix": min_greedy_prefix,
+                  "max_ppl_ratio": max_ppl_ratio}
+    reasons = []
+    if result["top1_agreement"] < min_top1:
+        reasons.append(f"top-1 agreement {result['top1_agreement']:.3f} < --min-top1-agreement {min_top1:g}")
+    if result["greedy_prefix_agreement"] < min_greedy_prefix:
+        reasons.append(f"greedy prefix agreement {result['greedy_prefix_agreement']:.3f} < --min-greedy-prefix "
+                       f"{min_greedy_prefix:g}")
+    if ppl_ratio is not None:
+        result["ppl_ratio"] = ppl_ratio
+        if ppl_ratio > max_ppl_ratio:
+            reasons.append(f"perplexity ratio {ppl_ratio:.4f} > --max-ppl-ratio {max_ppl_ratio:g}")
+    result.update({"passed": not reasons, "thresholds": thresholds})
+    if reasons:
+        details = [f"{k}: {v}" for k, v in result.items() if k not in ("passed", "thresholds")]
+        raise CheckFailed(f"the shipped {what} graph differs too much from the validated fp32 graph: " + "; ".join(reasons),
+                          "nothing was written; try another --quantize method (int4-mixed, int8), pass "
+                          "--calibration-data, or relax the threshold if the loss is acceptable", details=details)
+    return result

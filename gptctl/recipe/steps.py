@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from gptctl.progress import NULL_PROGRESS, Progress
+from gptctl.recipe import serve_step
 
 
 @dataclass
@@ -160,6 +161,7 @@ KINDS: dict[str, StepKind] = {
     "optimize": StepKind("optimize", _optimize_options, _optimize_execute, methods=_optimize_methods,
                          path_options=("data", "eval_data"), checkpoint=_optimize_checkpoint),
     "export": StepKind("export", _export_options, _export_execute, path_options=("eval_data",)),
+    "serve": StepKind("serve", serve_step.serve_options, serve_step.serve_execute),  # a canary of the service
 }
 
 

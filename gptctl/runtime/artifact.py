@@ -60,4 +60,5 @@ def check_onnx_file(path: os.PathLike) -> None:
         if not data.is_file():
             raise BadInput(f"{path} names external data {data}, which is missing", hint)
         if data.stat().st_size < end:
-            raise BadInput(f"{data} is truncated: {path} needs {end} bytes of it, the file has {data.stat().st_size}", hint)
+            raise BadInput(f"{data} is truncated: {path} needs {end} bytes of it, the file has {data.stat().st_size}",
+                           hint)

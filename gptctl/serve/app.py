@@ -1,4 +1,4 @@
-"""Thin FastAPI routes over the engine: validate, tokenize and template here, decode in the engine.
+"""Thin FastAPI routes over the engine: validate, tokenize and template here, decode (or embed) in the engine.
 
 Every refusal is an OpenAI-shaped 4xx (never a 500 for a bad request) and the server keeps serving.
 Streaming is server-sent events: `data: {chunk}` lines ending with `data: [DONE]`, with `: keep-alive`
@@ -20,12 +20,14 @@ from gptctl.errors import GptctlError
 from gptctl.serve.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
+    EmbeddingRequest,
     ProtocolError,
     chat_chunk,
     chat_response,
     completion_chunk,
     completion_response,
     describe_validation_error,
+    embeddings_response,
     error_body,
     models_response,
     new_id,
@@ -205,6 +207,9 @@ async def _submit(state: ServeState, req: Any, chat: bool) -> _Job:
         raise ProtocolError(503, f"the server is {state.phase()}", type="service_unavailable", code=state.phase())
     version = deployment.acquire()
     try:
+        if version.task == "feature-extraction":
+            raise ProtocolError(400, f"{state.model_name} is an embedding model: use /v1/embeddings", param="model",
+                                code="not_a_generation_model")
         to_ids = _chat_ids if chat else _completion_ids
         ids = await asyncio.to_thread(to_ids, req, version.tokenizer)
         window = version.context_window
@@ -253,6 +258,57 @@ async def _events(job: _Job, request: Any, keepalive_s: float) -> AsyncIterator[
             yield "finished", event
             return
         yield "token", event
+
+
+def _embedding_ids(inputs: list, tokenizer: Any, window: int) -> list[list[int]]:
+    """Token ids of each input (texts are tokenized; id lists are checked against the vocabulary)."""
+    vocab, out = len(tokenizer), []
+    for i, item in enumerate(inputs):
+        if isinstance(item, str):
+            _check_text(item, f"input.{i}")
+            ids = list(tokenizer(item)["input_ids"])
+        else:
+            if any(t < 0 or t >= vocab for t in item):
+                raise ProtocolError(400, f"input.{i}: token ids must be in [0, {vocab})", param="input")
+            ids = list(item)
+        if not ids:
+            raise ProtocolError(400, f"input.{i} is empty", param="input")
+        if len(ids) > window:
+            raise ProtocolError(400, f"this model's context window is {window} tokens; input.{i} has {len(ids)}",
+                                param="input", code="context_length_exceeded")
+        out.append(ids)
+    return out
+
+
+# OpenAI's own limit on inputs per embeddings request.
+MAX_EMBEDDING_INPUTS = 2048
+
+
+async def _embeddings(state: ServeState, req: EmbeddingRequest):
+    """Lease the current version, tokenize, run the encoder in a worker thread, answer the vectors."""
+    from gptctl.serve.engine import EngineStopped
+
+    deployment = state.deployment
+    if deployment is None or deployment.draining:
+        state.metrics.rejected.labels(state.phase()).inc()
+        raise ProtocolError(503, f"the server is {state.phase()}", type="service_unavailable", code=state.phase())
+    inputs = req.inputs()
+    if not inputs or len(inputs) > MAX_EMBEDDING_INPUTS:
+        raise ProtocolError(400, f"input must hold 1 to {MAX_EMBEDDING_INPUTS} items", param="input")
+    version = deployment.acquire()
+    try:
+        if version.task != "feature-extraction":
+            raise ProtocolError(400, f"{state.model_name} is not an embedding model (export one with --task "
+                                "feature-extraction)", param="model", code="not_an_embedding_model")
+        ids = await asyncio.to_thread(_embedding_ids, inputs, version.tokenizer, version.context_window)
+        try:
+            vectors = await asyncio.to_thread(version.engine.embed, ids)
+        except EngineStopped as exc:
+            raise ProtocolError(503, str(exc), type="service_unavailable", code="draining") from None
+    finally:
+        deployment.release(version)
+    return embeddings_response(state.model_name, version.fingerprint, vectors, req.encoding_format,
+                               sum(len(i) for i in ids))
 
 
 def _finish_reason(engine_reason: str, stopped_by_string: bool) -> str:
@@ -426,6 +482,11 @@ def create_app(state: ServeState):
     async def chat_completions(request: Request):
         req = _parse(ChatCompletionRequest, await _read_json(request, state.max_body_bytes), state)
         return await _respond(state, request, await _submit(state, req, True), req, True)
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request):
+        req = _parse(EmbeddingRequest, await _read_json(request, state.max_body_bytes), state)
+        return await _embeddings(state, req)
 
     @app.post("/admin/swap")
     async def swap(request: Request):

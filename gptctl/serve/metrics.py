@@ -94,3 +94,63 @@ class EngineObserver:
 
     def finished(self, reason: str) -> None:
         self._m.finished_reason(reason)
+
+
+class RouterMetrics:
+    """The router's own series (`--replicas N`); /metrics adds them to the sum of the replicas' series."""
+
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Gauge
+
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        # `requests`: the name the auth/counting middleware (app._Gate) increments.
+        self.requests = Counter("gptctl_serve_router_requests", "HTTP requests at the router by route and status",
+                                ["route", "status"], registry=r)
+        self.retries = Counter("gptctl_serve_router_retries", "Requests sent again to another replica before their "
+                               "first token, by reason", ["reason"], registry=r)
+        self.restarts = Gauge("gptctl_serve_replica_restarts", "Replica processes started again after they exited",
+                              registry=r)
+        self.ready = Gauge("gptctl_serve_replicas_ready", "Replicas answering /health/ready", registry=r)
+        self.inflight = Gauge("gptctl_serve_replica_inflight", "Requests the router has in flight on each replica",
+                              ["replica"], registry=r)
+
+    def refresh(self, replicas: Any) -> None:
+        self.restarts.set(replicas.restarts)
+        self.ready.set(replicas.ready_count())
+        for replica in replicas.replicas:
+            self.inflight.labels(str(replica.index)).set(replica.inflight)
+
+    def render(self) -> str:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry).decode()
+
+
+def merge_expositions(texts: list[str]) -> str:
+    """Prometheus text expositions summed sample by sample (same name and labels): counters, histogram
+    buckets and gauges of N replicas add up to the service's (model_version's 1s count the replicas)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families: dict[str, tuple[str, str, dict[tuple, float]]] = {}
+    for text in texts:
+        for family in text_string_to_metric_families(text):
+            _, _, samples = families.setdefault(family.name, (family.type, family.documentation, {}))
+            for s in family.samples:
+                if s.name.endswith("_created"):  # a creation timestamp: a sum of them means nothing
+                    continue
+                key = (s.name, tuple(sorted(s.labels.items())))
+                samples[key] = samples.get(key, 0.0) + s.value
+    lines = []
+    for name, (kind, doc, samples) in families.items():
+        if not samples:
+            continue
+        lines += [f"# HELP {name} {doc}", f"# TYPE {name} {kind}"]
+        for (sample, labels), value in samples.items():
+            shown = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+            lines.append(f"{sample}{{{shown}}} {value!r}" if shown else f"{sample} {value!r}")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')

@@ -1,4 +1,4 @@
-"""OpenAI request and response models for /v1/completions, /v1/chat/completions and /v1/models.
+"""OpenAI request and response models for /v1/completions, /v1/chat/completions, /v1/embeddings and /v1/models.
 
 Requests are parsed strictly (unknown fields, wrong types and out-of-range values are 400s that name the
 field); fields OpenAI has but gptctl does not implement are accepted only at their neutral value and
@@ -145,6 +145,43 @@ class ChatCompletionRequest(_Sampling):
 
     def token_limit(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+
+class EmbeddingRequest(_Strict):
+    model: str
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] = "float"  # the openai client asks for base64 by default
+    dimensions: int | None = Field(default=None, ge=1)
+    user: str | None = None
+
+    def unsupported(self) -> list[str]:
+        return ["dimensions"] if self.dimensions is not None else []
+
+    def inputs(self) -> list[str] | list[list[int]]:
+        """The inputs as a list: of texts, or of token-id lists."""
+        value = self.input
+        if isinstance(value, str):
+            return [value]
+        if value and all(isinstance(v, int) for v in value):
+            return [list(value)]
+        return list(value)
+
+
+def embeddings_response(model: str, fingerprint: str, vectors: Any, encoding_format: str,
+                        prompt_tokens: int) -> dict[str, Any]:
+    """OpenAI's embeddings list; base64 is the float32 little-endian bytes, as OpenAI sends it."""
+    import base64
+
+    import numpy as np
+
+    def encode(v):
+        if encoding_format == "base64":
+            return base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode()
+        return [float(x) for x in v]
+
+    return {"object": "list", "model": model, "system_fingerprint": fingerprint,
+            "data": [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(vectors)],
+            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:

@@ -39,6 +39,7 @@ class ServeOptions:
     model_name: str | None = None  # default: the artifact directory's name
     drain_timeout_s: float = 60.0  # SIGTERM: how long in-flight requests may take before exit
     keepalive_s: float = 5.0
+    replicas: int = 1  # > 1: worker processes behind a router on host:port (gptctl/serve/router.py)
     load: LoadOptions = field(default_factory=LoadOptions)
 
 
@@ -85,13 +86,21 @@ def load_into(state: Any, options: ServeOptions) -> None:
 
 
 def run_server(options: ServeOptions, on_ready: Callable[[Any], None] | None = None) -> None:
-    """Serve until SIGTERM/Ctrl-C has drained the server. Raises the load error if the model fails to load."""
+    """Serve until SIGTERM/Ctrl-C has drained the server. Raises the load error if the model fails to load.
+
+    With `options.replicas` > 1 the router serves instead, and `on_ready` gets its RouterState."""
     import uvicorn
 
     from gptctl.serve.app import create_app
     from gptctl.serve.versions import resolve_artifact
 
-    resolve_artifact(options.artifact)  # a wrong path fails before the server listens
+    resolved = resolve_artifact(options.artifact)  # a wrong path fails before the server listens
+    if options.replicas < 1:
+        raise BadInput(f"--replicas {options.replicas}: must be >= 1")
+    if options.replicas > 1:
+        from gptctl.serve.router import run_router
+
+        return run_router(ServeOptions(**{**options.__dict__, "artifact": str(resolved)}), on_ready)
     state = build_state(options)
     config = uvicorn.Config(create_app(state), host=options.host, port=options.port, log_level="warning",
                             access_log=False, lifespan="off", timeout_graceful_shutdown=options.drain_timeout_s)

@@ -35,6 +35,8 @@ class LightTokenizer:
         self.special_tokens = {name: _token_text(special.get(name)) for name in _SPECIAL_NAMES}
         self.eos_token_id = self._tok.token_to_id(self.special_tokens["eos_token"] or "") \
             if self.special_tokens["eos_token"] else None
+        self.pad_token_id = self._tok.token_to_id(self.special_tokens["pad_token"] or "") \
+            if self.special_tokens["pad_token"] else None
         self.chat_template = _chat_template(directory, config)
         self._template = None
 
@@ -84,6 +86,7 @@ def _compile(template: str):
     import datetime
 
     import jinja2
+    import jinja2.ext  # `import jinja2` alone leaves jinja2.ext unloaded in a fresh server process
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     def raise_exception(message):

@@ -93,6 +93,7 @@ class ModelVersion:
     created: int = field(default_factory=lambda: int(time.time()))
     state: str = "loading"
     inflight: int = 0
+    task: str = "text-generation"  # or "feature-extraction": an encoder serving /v1/embeddings
 
 
 def load_version(artifact: str | Path, options: LoadOptions, observer: Any = None) -> ModelVersion:
@@ -107,6 +108,13 @@ def load_version(artifact: str | Path, options: LoadOptions, observer: Any = Non
     fingerprint = artifact_fingerprint(manifest)
     window = context_window(path)
     tokenizer = _load_tokenizer(path)
+    if (manifest.get("options") or {}).get("task") == "feature-extraction":
+        from gptctl.serve.embeddings import load_encoder_engine
+
+        engine = load_encoder_engine(path, manifest, tokenizer, window, options, fingerprint)
+        version = ModelVersion(path, fingerprint, engine, tokenizer, window, (), task="feature-extraction")
+        warm(version)
+        return version
     from gptctl.runtime.session import OrtCausalLM
     from gptctl.serve.engine import Engine
 
@@ -126,6 +134,15 @@ def load_version(artifact: str | Path, options: LoadOptions, observer: Any = Non
 def warm(version: ModelVersion) -> None:
     """Run a canary prompt through the engine: the version serves only once a request has come back."""
     ids = version.tokenizer(CANARY_PROMPT)["input_ids"] or [0]
+    if version.task == "feature-extraction":
+        import numpy as np
+
+        vectors = version.engine.embed([ids])
+        if not np.isfinite(vectors).all():
+            version.engine.stop()
+            raise CheckFailed(f"{version.artifact}: the canary embedding is not finite",
+                              "check that the artifact runs with `gptctl bench`")
+        return
     handle = version.engine.add_request(ids, CANARY_TOKENS)
     tokens = list(handle)
     if handle.finish_reason == "error" or (not tokens and handle.finish_reason != "stop"):

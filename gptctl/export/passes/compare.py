@@ -20,10 +20,18 @@ class CompareConverted:
     def run(self, state: ExportState, opts: ExportOptions) -> dict[str, Any]:
         from gptctl.export.validate import compare_converted
 
+        from gptctl.export.validate import check_converted
+
         result = compare_converted(state.fp32_lm, state.shipped_lm(opts), state.tokenizer,
                                    vocab_size=state.vocab_size, greedy_tokens=opts.greedy_tokens)
         state.validation["converted_vs_fp32"] = result
-        return {}
+        if opts.quantize != "none":  # the shipped graph is gated; fp16 stays reported only
+            check_converted(result, min_top1=opts.min_top1_agreement, min_greedy_prefix=opts.min_greedy_prefix,
+                            max_ppl_ratio=opts.max_ppl_ratio, ppl_ratio=state.metrics.get("ppl_ratio"),
+                            what=opts.quantize)
+            state.validation["checked_graph"] = f"fp32 graph against PyTorch, then the shipped {opts.quantize} graph"
+            state.validation["passed"] = state.validation["passed"] and result["passed"]
+        return {"passed": result.get("passed")}
 
 
 COMPARE_CONVERTED = CompareConverted()

@@ -81,3 +81,20 @@ def collect_stats(proto: Any, samples: Sequence[Any], *, hessian: bool = False,
         if hessian:
             stats.hessian[weight] = grams[a] / stats.tokens
     return stats
+
+
+SELF_TOKENS = 96  # greedy tokens generated per prompt when no calibration text is given
+
+
+def self_generated_samples(lm: Any, tokenizer: Any, vocab_size: int, tokens: int = SELF_TOKENS) -> list:
+    """Calibration text without data: the fp32 graph (an open OrtCausalLM) continues each validation sentence
+    greedily; the prompt and its continuation are one sample."""
+    from gptctl.evaluation.records import Sample
+    from gptctl.export.validate import fixed_inputs
+
+    samples = []
+    for row in fixed_inputs(tokenizer, vocab_size):
+        new = lm.greedy(row[None, :], tokens)[0]
+        ids = [int(i) for i in row] + [int(i) for i in new]
+        samples.append(Sample(input_ids=ids, labels=list(ids), line=0))
+    return samples

@@ -41,7 +41,7 @@ class PlannedQuant:
         head = lm_head_weight(proto)
         names = weight_names(proto, block_size)
         stats = self._stats(proto, calibration)
-        tied = self._share_tied(proto, head, names, block_size, stats)
+        tied = self._share_tied(proto, head, names, block_size, stats) if opts.head_bits >= 8 else None
         plan, promoted = self._plan(names, head, tied is not None, opts)
         report = apply_plan(proto, plan, block_size=block_size, accuracy_level=ACCURACY_LEVEL, stats=stats)
         embedding = any(n.op_type == "GatherBlockQuantized" for n in proto.graph.node)
@@ -86,7 +86,7 @@ class PlannedQuant:
                 plan[weight] = WeightPlan(max(self.bits, opts.head_bits), search_grid, "symmetric", True)
                 continue
             bits = 8 if weight in promoted else self.bits
-            plan[weight] = WeightPlan(bits, grid, grid_name, True)
+            plan[weight] = WeightPlan(bits, grid, grid_name, grid_name != "asymmetric")
         return plan, promoted
 
     def _report(self, report: dict, names: dict, head: Optional[str], tied: Optional[dict], promoted: list[str],
@@ -97,7 +97,7 @@ class PlannedQuant:
         eight = [w for w, c in weights.items() if c["bits"] == 8]
         return {
             "method": self.name, "bits": self.bits, "block_size": block_size, "accuracy_level": accuracy_level,
-            "op": "MatMulNBits", "grid": self.grid, "symmetric": True,
+            "op": "MatMulNBits", "grid": self.grid, "symmetric": self.grid != "asymmetric",
             "matmuls_quantized": report["matmuls_quantized"] + (1 if tied else 0),
             "matmuls_total": len(names), "exact_grid_weights": report["exact_grid"],
             "searched_weights": report["searched"],
@@ -115,10 +115,12 @@ class PlannedQuant:
 def _grid(name: str):
     from gptctl.export.quant.gptq import gptq_grid
     from gptctl.export.quant.rewrite import rows_grid
-    from gptctl.export.quant.search import symmetric_search
+    from gptctl.export.quant.search import asymmetric_search, symmetric_search
 
     if name == "gptq":
         return gptq_grid, "gptq"
+    if name == "asymmetric":
+        return rows_grid(asymmetric_search), "asymmetric"
     return rows_grid(symmetric_search), "symmetric"
 
 

@@ -18,7 +18,8 @@ class QuantMethod(Protocol):
     name: str
 
     def quantize(self, proto: Any, opts: Any) -> tuple[Any, dict[str, Any]]:
-        """Return (the quantized graph, the manifest's `quantization` section); `opts` is ExportOptions."""
+        """Return (the quantized graph, the manifest's `quantization` section); `opts` is ExportOptions.
+        Methods with `uses_calibration = True` also take `calibration=` (tokenised samples or None)."""
         ...
 
 
@@ -34,13 +35,25 @@ class QuantMethodSpec:
 QUANT_METHODS: dict[str, QuantMethodSpec] = {
     spec.name: spec
     for spec in (
-        QuantMethodSpec("int8", "gptctl.export.quant.rtn:INT8",
-                        "weight-only int8 MatMulNBits, round-to-nearest"),
-        QuantMethodSpec("int4", "gptctl.export.quant.rtn:INT4",
-                        "weight-only int4 MatMulNBits, round-to-nearest (weights already on a 4-bit grid, "
-                        "as from GGUF Q4, kept exactly), embedding as GatherBlockQuantized"),
+        QuantMethodSpec("int8", "gptctl.export.quant.planned:INT8",
+                        "weight-only int8 MatMulNBits, symmetric, scales searched per block (errors weighted by "
+                        "calibration activations)"),
+        QuantMethodSpec("int4", "gptctl.export.quant.planned:INT4",
+                        "weight-only int4 MatMulNBits, symmetric (pruned zeros stay exact), scales searched per block "
+                        "with errors weighted by calibration activations; weights already on a 4-bit grid (GGUF Q4) "
+                        "kept exactly; a tied embedding/LM head stored once at 8 bits"),
+        QuantMethodSpec("int4-mixed", "gptctl.export.quant.planned:INT4_MIXED",
+                        "int4 with llama.cpp Q4_K_M's 8-bit tensors (attention V and MLP down in the first and last "
+                        "eighth of the layers and every third between)"),
+        QuantMethodSpec("int4-gptq", "gptctl.export.quant.planned:INT4_GPTQ",
+                        "int4 by GPTQ (rounding errors pushed onto later inputs through calibration Hessians); "
+                        "needs --calibration-data"),
+        QuantMethodSpec("int4-rtn", "gptctl.export.quant.rtn:INT4",
+                        "the former int4: asymmetric round-to-nearest, 4-bit embedding and a separate 8-bit LM head"),
     )
 }
+# Methods that cannot run without --calibration-data (checked before any model loads).
+REQUIRES_CALIBRATION: tuple[str, ...] = ("int4-gptq",)
 
 NO_QUANTIZATION = "none"
 # The allowed values of `--quantize` / ExportOptions.quantize, in the order the CLI lists them.
