@@ -51,11 +51,10 @@ def build_app() -> typer.Typer:
 
 
 def _quiet_libraries() -> None:
-    # Library chatter (GGUF conversion bars, advisory warnings) would drown the progress bars.
+    # Library chatter (advisory warnings) would drown the progress bars; progress bars of model loads are
+    # silenced in scope by gptctl.logs.quiet (model_source), which a process-wide env var would defeat in tests.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF dequantisation bar
     import warnings
 
     warnings.filterwarnings("ignore", module="peft")

@@ -50,13 +50,16 @@ class ExportOptions(BenchSettings):
     greedy_tokens: int = option("int", 16, "Tokens of greedy generation that must match PyTorch token for token.",
                                 ge=1, le=1024, panel="Validation")
     # The gate on the shipped quantized graph against the validated fp32 one (export/validate.py
-    # `check_converted`); defaults from the pruned quickstart SmolLM2-135M, see the comments there.
-    min_top1_agreement: float = option("float", 0.75, "Quantized exports: least share of positions whose top-1 token "
+    # `check_converted`). Measured on the pruned quickstart SmolLM2-135M (24 fixed positions, 8 greedy tokens):
+    # the former int4 (asymmetric RTN) 0.50 top-1, 0/8 greedy, perplexity x1.313; int4 with calibration
+    # 0.667 top-1, 1/8 greedy, x1.042. A 4-bit 135M model moves a third of its argmaxes at +4% perplexity, so
+    # top-1 and greedy thresholds are set to catch broken graphs, perplexity to catch lossy ones.
+    min_top1_agreement: float = option("float", 0.55, "Quantized exports: least share of positions whose top-1 token "
                                        "matches the fp32 graph on the fixed validation inputs; below it the export "
                                        "fails (exit 1).", ge=0, le=1, panel="Validation")
-    min_greedy_prefix: float = option("float", 0.25, "Quantized exports: least share of --greedy-tokens generated "
-                                      "identically to the fp32 graph before the first difference.", ge=0, le=1,
-                                      panel="Validation")
+    min_greedy_prefix: float = option("float", 0.05, "Quantized exports: least share of --greedy-tokens generated "
+                                      "identically to the fp32 graph before the first difference (0.05: the first "
+                                      "token must agree).", ge=0, le=1, panel="Validation")
     max_ppl_ratio: float = option("float", 1.15, "Quantized exports with --eval-data: largest perplexity ratio "
                                   "quantized / fp32.", ge=1, panel="Validation")
     benchmark: bool = option("bool", False, "Benchmark the artifact per provider vs PyTorch eager.", panel="Benchmark")
