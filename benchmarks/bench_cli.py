@@ -44,7 +44,9 @@ CPU_WALL: dict[str, list[float]] = {}  # wall seconds, by label
 MINS: dict[int, tuple[float, float, float]] = {}
 
 
-def wall(cmd: list[str], env: dict[str, str], runs: int, expect_rc: tuple[int, ...] = (0,), label: str = "") -> list[float]:
+def wall(
+    cmd: list[str], env: dict[str, str], runs: int, expect_rc: tuple[int, ...] = (0,), label: str = ""
+) -> list[float]:
     """Wall seconds of `runs` runs; the children's CPU seconds go to CPU[label] (less sensitive to a busy machine)."""
     times = []
     for _ in range(runs):
@@ -77,7 +79,9 @@ def generate(n: int, seed: int = 0) -> dict:
         if "release" in src or rng.random() < 0.5:
             src["release"] = f"{rng.randint(2019, 2025)}-{rng.randint(1, 12):02d}"
         if src.get("metrics"):
-            src["metrics"] = {k: round(min(100.0, max(0.0, v + rng.uniform(-5, 5))), 1) for k, v in src["metrics"].items()}
+            src["metrics"] = {
+                k: round(min(100.0, max(0.0, v + rng.uniform(-5, 5))), 1) for k, v in src["metrics"].items()
+            }
         models.append(src)
     return {"models": models}
 
@@ -94,20 +98,28 @@ def main() -> None:
     env = {**os.environ, "GPTCTL_CACHE_DIR": str(work / "cache"), "COLUMNS": "120"}
     env.pop("GPTCTL_CATALOG", None)
     try:
-        print(f"gptctl: {' '.join(cmd)}   python {sys.version.split()[0]}   cpus {os.cpu_count()}   "
-              f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print(
+            f"gptctl: {' '.join(cmd)}   python {sys.version.split()[0]}   cpus {os.cpu_count()}   "
+            f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+        )
         print("(wall = what the targets are about; cpu = user+sys of the command, which a busy machine inflates less)")
         wall(cmd + ["--help"], env, 2)  # warm the OS file cache and .pyc files
         t = wall(cmd + ["--help"], env, args.help_runs, label="help")
         med = statistics.median(t)
-        print(f"\ngptctl --help    median wall {med:.3f} s  (min {min(t):.3f}, max {max(t):.3f}, {len(t)} runs), cpu {cpu('help'):.3f} s  "
-              f"target <= {HELP_TARGET_S} s: {'OK' if med <= HELP_TARGET_S else 'MISSED'}")
+        print(
+            f"\ngptctl --help    median wall {med:.3f} s  (min {min(t):.3f}, max {max(t):.3f}, {len(t)} runs), cpu {cpu('help'):.3f} s  "
+            f"target <= {HELP_TARGET_S} s: {'OK' if med <= HELP_TARGET_S else 'MISSED'}"
+        )
         t = wall(cmd + SELECT_ARGS, env, max(3, args.runs // 2), label="bundled")
-        print(f"gptctl {' '.join(SELECT_ARGS)} (bundled 60-entry catalog): median wall {statistics.median(t):.3f} s, cpu {cpu('bundled'):.3f} s")
+        print(
+            f"gptctl {' '.join(SELECT_ARGS)} (bundled 60-entry catalog): median wall {statistics.median(t):.3f} s, cpu {cpu('bundled'):.3f} s"
+        )
 
         print(f"\nselect over generated catalogs: gptctl {' '.join(SELECT_ARGS)} --catalog FILE")
-        print(f"{'entries':>8} {'file MB':>8} {'yaml cold':>10} {'yaml warm':>10} {'json':>8}   "
-              f"{'cpu: cold':>10} {'warm':>6} {'json':>6}   (median seconds, {args.runs} runs)")
+        print(
+            f"{'entries':>8} {'file MB':>8} {'yaml cold':>10} {'yaml warm':>10} {'json':>8}   "
+            f"{'cpu: cold':>10} {'warm':>6} {'json':>6}   (median seconds, {args.runs} runs)"
+        )
         rows = []
         import yaml
 
@@ -117,29 +129,44 @@ def main() -> None:
             ypath.write_text(yaml.dump(doc, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False))
             jpath.write_text(json.dumps(doc))
             cold_env = {**env, "GPTCTL_NO_CACHE": "1"}
-            cold = statistics.median(wall(cmd + SELECT_ARGS + ["--catalog", str(ypath)], cold_env, args.runs, (0, 1), f"cold{n}"))
+            cold = statistics.median(
+                wall(cmd + SELECT_ARGS + ["--catalog", str(ypath)], cold_env, args.runs, (0, 1), f"cold{n}")
+            )
             wall(cmd + SELECT_ARGS + ["--catalog", str(ypath)], env, 1, (0, 1))  # fills the cache
-            warm = statistics.median(wall(cmd + SELECT_ARGS + ["--catalog", str(ypath)], env, args.runs, (0, 1), f"warm{n}"))
-            js = statistics.median(wall(cmd + SELECT_ARGS + ["--catalog", str(jpath)], cold_env, args.runs, (0, 1), f"json{n}"))
+            warm = statistics.median(
+                wall(cmd + SELECT_ARGS + ["--catalog", str(ypath)], env, args.runs, (0, 1), f"warm{n}")
+            )
+            js = statistics.median(
+                wall(cmd + SELECT_ARGS + ["--catalog", str(jpath)], cold_env, args.runs, (0, 1), f"json{n}")
+            )
             mins = (min(CPU_WALL[f"cold{n}"]), min(CPU_WALL[f"warm{n}"]), min(CPU_WALL[f"json{n}"]))
             MINS[n] = mins
             rows.append((n, cold, warm, js))
-            print(f"{n:>8} {ypath.stat().st_size / 1e6:>8.1f} {cold:>10.3f} {warm:>10.3f} {js:>8.3f}   "
-                  f"{cpu(f'cold{n}'):>10.3f} {cpu(f'warm{n}'):>6.3f} {cpu(f'json{n}'):>6.3f}")
+            print(
+                f"{n:>8} {ypath.stat().st_size / 1e6:>8.1f} {cold:>10.3f} {warm:>10.3f} {js:>8.3f}   "
+                f"{cpu(f'cold{n}'):>10.3f} {cpu(f'warm{n}'):>6.3f} {cpu(f'json{n}'):>6.3f}"
+            )
 
         if len(rows) >= 2:
             print("\nlinearity: seconds per 1,000 extra entries, between consecutive sizes")
             for label, col in (("yaml cold", 1), ("yaml warm", 2), ("json", 3)):
-                slopes = [(b[col] - a[col]) / ((b[0] - a[0]) / 1000) for a, b in zip(rows, rows[1:])]
-                print(f"  {label:>9}: " + ", ".join(f"{s:.3f}" for s in slopes)
-                      + ("   (similar slopes = linear)" if len(slopes) > 1 else ""))
-        print("\nfastest run (wall) per configuration, the best estimate on a busy machine: "
-              + "; ".join(f"{n}: cold {c:.3f}, warm {w:.3f}, json {j:.3f}" for n, (c, w, j) in MINS.items()))
+                slopes = [(b[col] - a[col]) / ((b[0] - a[0]) / 1000) for a, b in zip(rows, rows[1:], strict=False)]
+                print(
+                    f"  {label:>9}: "
+                    + ", ".join(f"{s:.3f}" for s in slopes)
+                    + ("   (similar slopes = linear)" if len(slopes) > 1 else "")
+                )
+        print(
+            "\nfastest run (wall) per configuration, the best estimate on a busy machine: "
+            + "; ".join(f"{n}: cold {c:.3f}, warm {w:.3f}, json {j:.3f}" for n, (c, w, j) in MINS.items())
+        )
         big = [r for r in rows if r[0] == 10_000]
         if big:
             _, cold, warm, js = big[0]
             for label, v in (("yaml, cache warm", warm), ("json", js), ("yaml, cold (no cache)", cold)):
-                print(f"10k-entry select, {label}: {v:.3f} s  target <= {SELECT_TARGET_S} s: {'OK' if v <= SELECT_TARGET_S else 'MISSED'}")
+                print(
+                    f"10k-entry select, {label}: {v:.3f} s  target <= {SELECT_TARGET_S} s: {'OK' if v <= SELECT_TARGET_S else 'MISSED'}"
+                )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -22,8 +22,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-SMOLLM2 = dict(num_hidden_layers=30, hidden_size=576, intermediate_size=1536, num_attention_heads=9,
-               num_key_value_heads=3, vocab_size=49152, max_position_embeddings=2048, tie_word_embeddings=True)
+SMOLLM2 = dict(
+    num_hidden_layers=30,
+    hidden_size=576,
+    intermediate_size=1536,
+    num_attention_heads=9,
+    num_key_value_heads=3,
+    vocab_size=49152,
+    max_position_embeddings=2048,
+    tie_word_embeddings=True,
+)
 
 
 def build(work: Path, name: str, dims: dict | None) -> Path:
@@ -43,8 +51,9 @@ def build(work: Path, name: str, dims: dict | None) -> Path:
 
         tok = train_tokenizer(src)
         torch.manual_seed(0)
-        LlamaForCausalLM(LlamaConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **dims)) \
-            .save_pretrained(src, safe_serialization=True)
+        LlamaForCausalLM(
+            LlamaConfig(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **dims)
+        ).save_pretrained(src, safe_serialization=True)
     out = work / f"{name}-onnx"
     export_model({"model": str(src), "output": str(out), "greedy_tokens": 2})
     return out / "model.onnx"
@@ -99,10 +108,12 @@ def main() -> None:
         for name, dims, steps in cases:
             model = build(Path(tmp), name, dims)
             ms = measure(model, args.threads, args.rounds, args.past, steps)
-            print(f"{name}: decode step at past {args.past}, {args.threads} threads (median of {args.rounds} rounds): "
-                  + ", ".join(f"{m} {v:.3f} ms" for m, v in ms.items())
-                  + f"; bound/run {ms['bound'] / ms['run']:.3f}"
-                  + f", bound-fresh/bound {ms['bound-fresh'] / ms['bound']:.3f}")
+            print(
+                f"{name}: decode step at past {args.past}, {args.threads} threads (median of {args.rounds} rounds): "
+                + ", ".join(f"{m} {v:.3f} ms" for m, v in ms.items())
+                + f"; bound/run {ms['bound'] / ms['run']:.3f}"
+                + f", bound-fresh/bound {ms['bound-fresh'] / ms['bound']:.3f}"
+            )
 
 
 if __name__ == "__main__":

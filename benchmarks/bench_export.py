@@ -43,7 +43,7 @@ def memory_bandwidth_gbs(threads: int, mb: int = 512, repeats: int = 5) -> float
     bounds = [(int(p[0]), int(p[-1]) + 1) for p in parts]
 
     def copy(b):
-        np.copyto(dst[b[0]:b[1]], src[b[0]:b[1]])
+        np.copyto(dst[b[0] : b[1]], src[b[0] : b[1]])
 
     best = 0.0
     with ThreadPoolExecutor(threads) as pool:
@@ -64,10 +64,10 @@ def numpy_read_gbs(threads: int, mb: int = 512, repeats: int = 5) -> float:
     bounds = [(i * a.size // threads, (i + 1) * a.size // threads) for i in range(threads)]
     best = 0.0
     with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(lambda b: float(np.dot(a[b[0]:b[1]], a[b[0]:b[1]])), bounds))
+        list(pool.map(lambda b: float(np.dot(a[b[0] : b[1]], a[b[0] : b[1]])), bounds))
         for _ in range(repeats):
             t0 = time.perf_counter()
-            list(pool.map(lambda b: float(np.dot(a[b[0]:b[1]], a[b[0]:b[1]])), bounds))
+            list(pool.map(lambda b: float(np.dot(a[b[0] : b[1]], a[b[0] : b[1]])), bounds))
             best = max(best, a.nbytes / (time.perf_counter() - t0) / 1e9)
     return best
 
@@ -82,9 +82,13 @@ def matmul_read_gbs(threads: int, mb: int = 256, repeats: int = 10) -> float:
     k = 576
     n = mb * 1024 * 1024 // (4 * k)
     w = np.random.default_rng(0).standard_normal((k, n), dtype=np.float32)
-    graph = helper.make_graph([helper.make_node("MatMul", ["a", "w"], ["y"])], "gemv",
-                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, k])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])], [numpy_helper.from_array(w, "w")])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "w"], ["y"])],
+        "gemv",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])],
+        [numpy_helper.from_array(w, "w")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
     so = ort.SessionOptions()
@@ -126,9 +130,22 @@ def hf_dir_from_gguf(work: Path) -> Path:
 
 
 def bench(artifact: Path, args, *, baseline: bool) -> dict:
-    cmd = [str(BIN / "gptctl"), "bench", str(artifact), "--provider", "cpu", "--threads", str(args.threads),
-           "--decode-tokens", str(args.decode_tokens), "--prompt-lengths", "32,128", "--iterations", str(args.iterations),
-           "--json"]
+    cmd = [
+        str(BIN / "gptctl"),
+        "bench",
+        str(artifact),
+        "--provider",
+        "cpu",
+        "--threads",
+        str(args.threads),
+        "--decode-tokens",
+        str(args.decode_tokens),
+        "--prompt-lengths",
+        "32,128",
+        "--iterations",
+        str(args.iterations),
+        "--json",
+    ]
     if not baseline:
         cmd.append("--no-baseline")
     _, out = run(cmd, label=f"bench {artifact.name}")
@@ -159,17 +176,43 @@ def main() -> None:
     gemv_bw = matmul_read_gbs(args.threads)
     read_bw = numpy_read_gbs(args.threads)
     bandwidth = max(gemv_bw, read_bw)
-    print(f"memory bandwidth, {args.threads} threads: ONNX Runtime MatMul streaming 256 MB of weights {gemv_bw:.1f} GB/s, "
-          f"numpy streaming read {read_bw:.1f} GB/s, numpy copy (read+write) {copy_bw:.1f} GB/s -> roof uses {bandwidth:.1f} GB/s")
+    print(
+        f"memory bandwidth, {args.threads} threads: ONNX Runtime MatMul streaming 256 MB of weights {gemv_bw:.1f} GB/s, "
+        f"numpy streaming read {read_bw:.1f} GB/s, numpy copy (read+write) {copy_bw:.1f} GB/s -> roof uses {bandwidth:.1f} GB/s"
+    )
 
     # 1. Export wall time, side by side on the same HF directory (gptctl's includes its validation).
     fp32 = work / "fp32"
     optimum_out = work / "optimum-cli"
     shutil.rmtree(optimum_out, ignore_errors=True)
-    t_gptctl, _ = run([str(BIN / "gptctl"), "export", "--model", str(hf), "--output", str(fp32), "--overwrite",
-                       "--threads", str(args.threads), "--json"], label="gptctl export")
-    t_optimum, _ = run([str(BIN / "optimum-cli"), "export", "onnx", "--model", str(hf), "--task",
-                        "text-generation-with-past", str(optimum_out)], label="optimum-cli export")
+    t_gptctl, _ = run(
+        [
+            str(BIN / "gptctl"),
+            "export",
+            "--model",
+            str(hf),
+            "--output",
+            str(fp32),
+            "--overwrite",
+            "--threads",
+            str(args.threads),
+            "--json",
+        ],
+        label="gptctl export",
+    )
+    t_optimum, _ = run(
+        [
+            str(BIN / "optimum-cli"),
+            "export",
+            "onnx",
+            "--model",
+            str(hf),
+            "--task",
+            "text-generation-with-past",
+            str(optimum_out),
+        ],
+        label="optimum-cli export",
+    )
     fp32_manifest = json.loads((fp32 / "gptctl.json").read_text())
 
     # 2. fp32 decode vs eager and vs the roof.
@@ -179,9 +222,27 @@ def main() -> None:
 
     # 3. int4.
     int4 = work / "int4"
-    t_int4, _ = run([str(BIN / "gptctl"), "export", "--model", str(hf), "--output", str(int4), "--overwrite",
-                     "--quantize", "int4", "--block-size", "32", "--eval-data", str(EVAL), "--threads", str(args.threads),
-                     "--json"], label="gptctl export int4")
+    t_int4, _ = run(
+        [
+            str(BIN / "gptctl"),
+            "export",
+            "--model",
+            str(hf),
+            "--output",
+            str(int4),
+            "--overwrite",
+            "--quantize",
+            "int4",
+            "--block-size",
+            "32",
+            "--eval-data",
+            str(EVAL),
+            "--threads",
+            str(args.threads),
+            "--json",
+        ],
+        label="gptctl export int4",
+    )
     int4_manifest = json.loads((int4 / "gptctl.json").read_text())
     b4 = bench(int4, args, baseline=True)
 
@@ -189,68 +250,155 @@ def main() -> None:
     int8_rates = {}
     if not args.skip_int8:
         int8 = work / "int8"
-        run([str(BIN / "gptctl"), "export", "--model", str(hf), "--output", str(int8), "--overwrite", "--quantize", "int8",
-             "--eval-data", str(EVAL), "--threads", str(args.threads), "--json"], label="gptctl export int8")
+        run(
+            [
+                str(BIN / "gptctl"),
+                "export",
+                "--model",
+                str(hf),
+                "--output",
+                str(int8),
+                "--overwrite",
+                "--quantize",
+                "int8",
+                "--eval-data",
+                str(EVAL),
+                "--threads",
+                str(args.threads),
+                "--json",
+            ],
+            label="gptctl export int8",
+        )
         int8_rates["MatMulNBits int8 (gptctl)"] = bench(int8, args, baseline=False)["cpu"]
         dyn = work / "int8-dynamic"
         shutil.rmtree(dyn, ignore_errors=True)
         shutil.copytree(fp32, dyn, ignore=shutil.ignore_patterns("model.onnx*", "gptctl.json"))
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        quantize_dynamic(str(fp32 / "model.onnx"), str(dyn / "model.onnx"), weight_type=QuantType.QInt8,
-                         op_types_to_quantize=["MatMul"])
+        quantize_dynamic(
+            str(fp32 / "model.onnx"),
+            str(dyn / "model.onnx"),
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul"],
+        )
         int8_rates["quantize_dynamic int8 (MatMulInteger)"] = bench(dyn, args, baseline=False)["cpu"]
 
     # 5. fp32 with ONNX Runtime's offline transformer fusions (--optimize).
     fused = fused4 = fused4_metrics = None
     if not args.skip_optimize:
         opt = work / "fp32-optimize"
-        run([str(BIN / "gptctl"), "export", "--model", str(hf), "--output", str(opt), "--overwrite", "--optimize",
-             "--threads", str(args.threads), "--json"], label="gptctl export --optimize")
+        run(
+            [
+                str(BIN / "gptctl"),
+                "export",
+                "--model",
+                str(hf),
+                "--output",
+                str(opt),
+                "--overwrite",
+                "--optimize",
+                "--threads",
+                str(args.threads),
+                "--json",
+            ],
+            label="gptctl export --optimize",
+        )
         fused = bench(opt, args, baseline=False)["cpu"]
         fused["optimization"] = json.loads((opt / "gptctl.json").read_text()).get("optimization")
         opt4 = work / "int4-optimize"
-        run([str(BIN / "gptctl"), "export", "--model", str(hf), "--output", str(opt4), "--overwrite", "--optimize",
-             "--quantize", "int4", "--eval-data", str(EVAL), "--threads", str(args.threads), "--json"],
-            label="gptctl export --optimize --quantize int4")
+        run(
+            [
+                str(BIN / "gptctl"),
+                "export",
+                "--model",
+                str(hf),
+                "--output",
+                str(opt4),
+                "--overwrite",
+                "--optimize",
+                "--quantize",
+                "int4",
+                "--eval-data",
+                str(EVAL),
+                "--threads",
+                str(args.threads),
+                "--json",
+            ],
+            label="gptctl export --optimize --quantize int4",
+        )
         fused4 = bench(opt4, args, baseline=True)
         fused4_metrics = json.loads((opt4 / "gptctl.json").read_text())["metrics"]
 
     cpu32, pt32, cpu4, pt4 = b32["cpu"], b32["pytorch"], b4["cpu"], b4["pytorch"]
     m4 = int4_manifest["metrics"]
-    print("\n=== SmolLM2-135M-Instruct, batch 1, %d threads, CPU (shared machine) ===" % args.threads)
+    print("\n=== SmolLM2-135M-Instruct, batch 1, %d threads, CPU (shared machine) ===" % args.threads)  # noqa: UP031
     print(f"load average now: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"export wall: gptctl {t_gptctl:.1f} s (incl. its validation) vs optimum-cli {t_optimum:.1f} s "
-          f"-> ratio {t_gptctl / t_optimum:.2f} (target <= 1.0)")
+    print(
+        f"export wall: gptctl {t_gptctl:.1f} s (incl. its validation) vs optimum-cli {t_optimum:.1f} s "
+        f"-> ratio {t_gptctl / t_optimum:.2f} (target <= 1.0)"
+    )
     print(f"  gptctl phases: {json.dumps({k: v for k, v in fp32_manifest['metrics'].items() if k.endswith('_s')})}")
-    print(f"validation fp32: max |diff| {fp32_manifest['validation']['max_abs_diff']:.3g} (atol {fp32_manifest['validation']['atol']}), "
-          f"greedy {fp32_manifest['validation']['greedy_tokens']} tokens match: {fp32_manifest['validation']['greedy_match']}")
-    print(f"PyTorch eager decode: {pt32['decode_tokens_per_s']:.1f} tok/s (fp32 run), {pt4['decode_tokens_per_s']:.1f} tok/s (int4 run)")
-    print(f"fp32 ORT decode: {cpu32['decode_tokens_per_s']:.1f} tok/s = {cpu32['decode_speedup_vs_pytorch']:.2f}x eager (target >= 1.2x); "
-          f"roof {roof:.1f} tok/s ({weight_bytes / 1e6:.0f} MB / {bandwidth:.1f} GB/s) -> {cpu32['decode_tokens_per_s'] / roof:.0%} of roof "
-          f"(target >= 90%)")
-    print(f"int4 ORT decode: {cpu4['decode_tokens_per_s']:.1f} tok/s = {cpu4['decode_speedup_vs_pytorch']:.2f}x eager (target >= 3x); "
-          f"size {cpu4['size_mb']:.0f} MB vs fp32 {cpu32['size_mb']:.0f} MB")
-    print(f"perplexity ({m4.get('eval_tokens')} tokens of benchmarks/eval_text.txt): fp32 {m4.get('ppl_fp32')} int4 {m4.get('ppl_quantized')} "
-          f"-> {100 * (m4['ppl_ratio'] - 1):+.1f}% (target <= +5%)  [int4 export {t_int4:.1f} s]")
+    print(
+        f"validation fp32: max |diff| {fp32_manifest['validation']['max_abs_diff']:.3g} (atol {fp32_manifest['validation']['atol']}), "
+        f"greedy {fp32_manifest['validation']['greedy_tokens']} tokens match: {fp32_manifest['validation']['greedy_match']}"
+    )
+    print(
+        f"PyTorch eager decode: {pt32['decode_tokens_per_s']:.1f} tok/s (fp32 run), {pt4['decode_tokens_per_s']:.1f} tok/s (int4 run)"
+    )
+    print(
+        f"fp32 ORT decode: {cpu32['decode_tokens_per_s']:.1f} tok/s = {cpu32['decode_speedup_vs_pytorch']:.2f}x eager (target >= 1.2x); "
+        f"roof {roof:.1f} tok/s ({weight_bytes / 1e6:.0f} MB / {bandwidth:.1f} GB/s) -> {cpu32['decode_tokens_per_s'] / roof:.0%} of roof "
+        f"(target >= 90%)"
+    )
+    print(
+        f"int4 ORT decode: {cpu4['decode_tokens_per_s']:.1f} tok/s = {cpu4['decode_speedup_vs_pytorch']:.2f}x eager (target >= 3x); "
+        f"size {cpu4['size_mb']:.0f} MB vs fp32 {cpu32['size_mb']:.0f} MB"
+    )
+    print(
+        f"perplexity ({m4.get('eval_tokens')} tokens of benchmarks/eval_text.txt): fp32 {m4.get('ppl_fp32')} int4 {m4.get('ppl_quantized')} "
+        f"-> {100 * (m4['ppl_ratio'] - 1):+.1f}% (target <= +5%)  [int4 export {t_int4:.1f} s]"
+    )
     if fused:
-        print(f"fp32 --optimize decode: {fused['decode_tokens_per_s']:.1f} tok/s ({fused['decode_tokens_per_s'] / pt32['decode_tokens_per_s']:.2f}x "
-              f"the fp32 run's eager) -> {fused['decode_tokens_per_s'] / roof:.0%} of roof; fusions {fused['optimization'].get('fused')}")
+        print(
+            f"fp32 --optimize decode: {fused['decode_tokens_per_s']:.1f} tok/s ({fused['decode_tokens_per_s'] / pt32['decode_tokens_per_s']:.2f}x "
+            f"the fp32 run's eager) -> {fused['decode_tokens_per_s'] / roof:.0%} of roof; fusions {fused['optimization'].get('fused')}"
+        )
     if fused4:
         c, p = fused4["cpu"], fused4["pytorch"]
-        print(f"int4 --optimize decode: {c['decode_tokens_per_s']:.1f} tok/s = {c['decode_speedup_vs_pytorch']:.2f}x eager "
-              f"({p['decode_tokens_per_s']:.1f} tok/s in that run); ppl {fused4_metrics.get('ppl_quantized')} "
-              f"({100 * (fused4_metrics['ppl_ratio'] - 1):+.1f}%)")
+        print(
+            f"int4 --optimize decode: {c['decode_tokens_per_s']:.1f} tok/s = {c['decode_speedup_vs_pytorch']:.2f}x eager "
+            f"({p['decode_tokens_per_s']:.1f} tok/s in that run); ppl {fused4_metrics.get('ppl_quantized')} "
+            f"({100 * (fused4_metrics['ppl_ratio'] - 1):+.1f}%)"
+        )
     for name, entry in int8_rates.items():
         print(f"int8 {name}: {entry['decode_tokens_per_s']:.1f} tok/s, {entry['size_mb']:.0f} MB")
     for name, b in (("fp32", b32), ("int4", b4)):
         for key, e in b.items():
             cells = {k: v["p50"] for k, v in (e.get("prefill_ms") or {}).items() if isinstance(v, dict)}
-            print(f"  {name} {key}: session {e.get('session_s')} s, prefill p50 ms {cells}, decode runs {e.get('decode_tokens_per_s_runs')}, "
-                  f"peak RSS {e.get('peak_rss_mb')} MB")
-    (work / "summary.json").write_text(json.dumps({
-        "bandwidth_gbs": bandwidth, "bandwidth_copy_gbs": copy_bw, "bandwidth_matmul_gbs": gemv_bw, "bandwidth_read_gbs": read_bw, "roof_tokens_per_s": roof, "export_wall_s": {"gptctl": t_gptctl, "optimum_cli": t_optimum},
-        "fp32": b32, "int4": b4, "int4_metrics": m4, "int8": int8_rates, "fp32_optimize": fused, "int4_optimize": fused4}, indent=2, default=str))
+            print(
+                f"  {name} {key}: session {e.get('session_s')} s, prefill p50 ms {cells}, decode runs {e.get('decode_tokens_per_s_runs')}, "
+                f"peak RSS {e.get('peak_rss_mb')} MB"
+            )
+    (work / "summary.json").write_text(
+        json.dumps(
+            {
+                "bandwidth_gbs": bandwidth,
+                "bandwidth_copy_gbs": copy_bw,
+                "bandwidth_matmul_gbs": gemv_bw,
+                "bandwidth_read_gbs": read_bw,
+                "roof_tokens_per_s": roof,
+                "export_wall_s": {"gptctl": t_gptctl, "optimum_cli": t_optimum},
+                "fp32": b32,
+                "int4": b4,
+                "int4_metrics": m4,
+                "int8": int8_rates,
+                "fp32_optimize": fused,
+                "int4_optimize": fused4,
+            },
+            indent=2,
+            default=str,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -33,10 +33,14 @@ DEFAULT_EVAL = ROOT / "recipes" / "data" / "pharmacy-notes-eval.txt"
 DEFAULT_CALIBRATION = ROOT / "recipes" / "data" / "pharmacy-notes.txt"
 LLAMA_TYPES = ("Q4_K_M", "Q4_0", "Q8_0")
 GPTCTL_METHODS = ("int4", "int4-mixed", "int8")
-PROMPT = ("The pharmacist checks the prescription, the dose and the patient's allergies before the medicine is "
-          "handed over, and writes a short note for the next shift about anything that")
-MISSING_EXTRA = ("bench_peers needs llama-cpp-python: pip install 'gptctl[peers]' (on AMX CPUs: CMAKE_ARGS=\"-DGGML_NATIVE=OFF "
-                 "-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF\" pip install llama-cpp-python).")
+PROMPT = (
+    "The pharmacist checks the prescription, the dose and the patient's allergies before the medicine is "
+    "handed over, and writes a short note for the next shift about anything that"
+)
+MISSING_EXTRA = (
+    "bench_peers needs llama-cpp-python: pip install 'gptctl[peers]' (on AMX CPUs: CMAKE_ARGS=\"-DGGML_NATIVE=OFF "
+    '-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF" pip install llama-cpp-python).'
+)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -47,15 +51,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="a save_pretrained model directory")
     p.add_argument("--eval-data", type=Path, default=DEFAULT_EVAL, help="text for perplexity (same ids everywhere)")
-    p.add_argument("--calibration-data", type=Path, default=DEFAULT_CALIBRATION,
-                   help="gptctl's --calibration-data for methods that take it (not the eval text)")
+    p.add_argument(
+        "--calibration-data",
+        type=Path,
+        default=DEFAULT_CALIBRATION,
+        help="gptctl's --calibration-data for methods that take it (not the eval text)",
+    )
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds, one process per artifact per round")
     p.add_argument("--tokens", type=int, default=128, help="greedy tokens decoded per run")
     p.add_argument("--prompt-tokens", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--work", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "gptctl-bench-peers")
-    p.add_argument("--converter", type=Path, default=os.environ.get("LLAMA_CPP_CONVERTER"),
-                   help="llama.cpp's convert_hf_to_gguf.py (default $LLAMA_CPP_CONVERTER)")
+    p.add_argument(
+        "--converter",
+        type=Path,
+        default=os.environ.get("LLAMA_CPP_CONVERTER"),
+        help="llama.cpp's convert_hf_to_gguf.py (default $LLAMA_CPP_CONVERTER)",
+    )
     p.add_argument("--llama-types", default=",".join(LLAMA_TYPES), help="llama.cpp quantization types")
     p.add_argument("--gptctl-methods", default=",".join(GPTCTL_METHODS), help="gptctl --quantize methods")
     p.add_argument("--worker", nargs=2, metavar=("RUNTIME", "PATH"), help=argparse.SUPPRESS)
@@ -73,6 +85,7 @@ def have_llama_cpp() -> bool:
 
 
 # ---- worker side: one artifact, one process ---------------------------------------------------------
+
 
 def _rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -111,15 +124,22 @@ def _llama_worker(path: Path, prompt: list[int], samples, args) -> dict:
     from llama_cpp import Llama
 
     t = time.perf_counter()
-    llm = Llama(model_path=str(path), n_ctx=1024, n_batch=512, n_threads=args.threads, n_threads_batch=args.threads,
-                logits_all=args.perplexity, verbose=False)
+    llm = Llama(
+        model_path=str(path),
+        n_ctx=1024,
+        n_batch=512,
+        n_threads=args.threads,
+        n_threads_batch=args.threads,
+        logits_all=args.perplexity,
+        verbose=False,
+    )
     out = {"load_s": time.perf_counter() - t, "rss_mb": _rss_mb()}
     if args.perplexity:
         nll, count = 0.0, 0
         for s in samples:
             llm.reset()
             llm.eval(list(s.input_ids))
-            a, b = _nll(np.asarray(llm.scores[:len(s.input_ids)]), s)
+            a, b = _nll(np.asarray(llm.scores[: len(s.input_ids)]), s)
             nll, count = nll + a, count + b
         out["ppl"] = float(np.exp(nll / count))
         return out
@@ -165,6 +185,7 @@ def worker(args: argparse.Namespace) -> None:
 
 # ---- driver side --------------------------------------------------------------------------------------
 
+
 def convert_and_quantize(args: argparse.Namespace) -> dict[str, Path]:
     """f32 GGUF from the model directory, then each llama.cpp type from it (cached in --work)."""
     import llama_cpp
@@ -175,8 +196,12 @@ def convert_and_quantize(args: argparse.Namespace) -> dict[str, Path]:
     f32 = args.work / "model-f32.gguf"
     if not f32.is_file():
         env = {**os.environ, "PYTHONPATH": str(converter.parent / "gguf-py")}
-        subprocess.run([sys.executable, str(converter), str(args.model), "--outfile", str(f32), "--outtype", "f32"],
-                       check=True, env=env, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, str(converter), str(args.model), "--outfile", str(f32), "--outtype", "f32"],
+            check=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
     files = {"llama.cpp f32": f32}
     for name in args.llama_types.split(","):
         out = args.work / f"model-{name}.gguf"
@@ -198,8 +223,19 @@ def export_gptctl(args: argparse.Namespace) -> dict[str, Path]:
     for method in ["none", *args.gptctl_methods.split(",")]:
         out = args.work / f"gptctl-{method}"
         if not (out / "model.onnx").is_file():
-            cmd = [*gptctl, "export", "-m", str(args.model), "-o", str(out), "--overwrite", "--quantize", method,
-                   "--greedy-tokens", "8"]
+            cmd = [
+                *gptctl,
+                "export",
+                "-m",
+                str(args.model),
+                "-o",
+                str(out),
+                "--overwrite",
+                "--quantize",
+                method,
+                "--greedy-tokens",
+                "8",
+            ]
             if method != "none" and args.calibration_data:
                 cmd += ["--calibration-data", str(args.calibration_data)]
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -208,9 +244,23 @@ def export_gptctl(args: argparse.Namespace) -> dict[str, Path]:
 
 
 def _run_worker(args: argparse.Namespace, runtime: str, path: Path, perplexity: bool) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", runtime, str(path), "--model", str(args.model),
-           "--eval-data", str(args.eval_data), "--tokens", str(args.tokens), "--prompt-tokens", str(args.prompt_tokens),
-           "--threads", str(args.threads)] + (["--perplexity"] if perplexity else [])
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        runtime,
+        str(path),
+        "--model",
+        str(args.model),
+        "--eval-data",
+        str(args.eval_data),
+        "--tokens",
+        str(args.tokens),
+        "--prompt-tokens",
+        str(args.prompt_tokens),
+        "--threads",
+        str(args.threads),
+    ] + (["--perplexity"] if perplexity else [])
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -231,23 +281,32 @@ def measure(args: argparse.Namespace, artifacts: dict[str, tuple[str, Path]]) ->
 
 
 def report(results: dict[str, dict]) -> list[str]:
-    base = {"llama.cpp": results.get("llama.cpp f32", {}).get("ppl"), "gptctl": results.get("gptctl fp32", {}).get("ppl")}
+    base = {
+        "llama.cpp": results.get("llama.cpp f32", {}).get("ppl"),
+        "gptctl": results.get("gptctl fp32", {}).get("ppl"),
+    }
     ref = results.get("llama.cpp Q4_K_M")
     ref_speed = statistics.median(r["decode_tok_s"] for r in ref["runs"]) if ref else None
-    lines = [f"{'artifact':<20} {'MB':>7} {'size/Q4KM':>9} {'ppl':>8} {'cost':>7} {'decode tok/s (min-max)':>24} "
-             f"{'vs Q4KM':>7} {'prefill ms':>10} {'RSS MB':>7}"]
+    lines = [
+        f"{'artifact':<20} {'MB':>7} {'size/Q4KM':>9} {'ppl':>8} {'cost':>7} {'decode tok/s (min-max)':>24} "
+        f"{'vs Q4KM':>7} {'prefill ms':>10} {'RSS MB':>7}"
+    ]
     for name, r in results.items():
         speeds = [x["decode_tok_s"] for x in r["runs"]]
         own = base[name.split()[0]]
         cost = f"{100 * (r['ppl'] / own - 1):+.1f}%" if own else "-"
         med = statistics.median(speeds)
-        lines.append(f"{name:<20} {r['bytes'] / 1e6:7.1f} {r['bytes'] / ref['bytes'] if ref else float('nan'):9.2f} "
-                     f"{r['ppl']:8.3f} {cost:>7} {med:8.1f} ({min(speeds):6.1f}-{max(speeds):6.1f})   "
-                     f"{med / ref_speed if ref_speed else float('nan'):7.2f} "
-                     f"{statistics.median(x['prefill_ms'] for x in r['runs']):10.1f} "
-                     f"{statistics.median(x['rss_mb'] for x in r['runs']):7.0f}")
-    lines.append("cost: perplexity vs the same runtime's fp32 (llama.cpp f32 GGUF, gptctl fp32 ONNX); ratios to Q4_K_M "
-                 "measured in this run")
+        lines.append(
+            f"{name:<20} {r['bytes'] / 1e6:7.1f} {r['bytes'] / ref['bytes'] if ref else float('nan'):9.2f} "
+            f"{r['ppl']:8.3f} {cost:>7} {med:8.1f} ({min(speeds):6.1f}-{max(speeds):6.1f})   "
+            f"{med / ref_speed if ref_speed else float('nan'):7.2f} "
+            f"{statistics.median(x['prefill_ms'] for x in r['runs']):10.1f} "
+            f"{statistics.median(x['rss_mb'] for x in r['runs']):7.0f}"
+        )
+    lines.append(
+        "cost: perplexity vs the same runtime's fp32 (llama.cpp f32 GGUF, gptctl fp32 ONNX); ratios to Q4_K_M "
+        "measured in this run"
+    )
     return lines
 
 

@@ -109,19 +109,33 @@ def child(model_dir: str, config: dict) -> None:
     rss_loaded = psutil.Process().memory_info().rss
     with PeakRSS() as mem:
         t0 = time.perf_counter()
-        report = prune_model(model, sparsity=config["sparsity"], scope=config.get("scope", "layer"),
-                             n_m=config.get("n_m"), norms=norms)
+        report = prune_model(
+            model, sparsity=config["sparsity"], scope=config.get("scope", "layer"), n_m=config.get("n_m"), norms=norms
+        )
         prune_s = time.perf_counter() - t0
-    print(json.dumps({
-        "prune_s": prune_s, "calibration_s": calib_s, "model_bytes": model_bytes, "rss_start": rss_start,
-        "rss_loaded": rss_loaded, "rss_peak": mem.peak, "realised": report["sparsity_realised"],
-        "rss_calibration_peak": calib_peak,
-    }))
+    print(
+        json.dumps(
+            {
+                "prune_s": prune_s,
+                "calibration_s": calib_s,
+                "model_bytes": model_bytes,
+                "rss_start": rss_start,
+                "rss_loaded": rss_loaded,
+                "rss_peak": mem.peak,
+                "realised": report["sparsity_realised"],
+                "rss_calibration_peak": calib_peak,
+            }
+        )
+    )
 
 
 def measure(model_dir: Path, config: dict) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", str(model_dir), json.dumps(config)],
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", str(model_dir), json.dumps(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if out.returncode:
         raise SystemExit(f"measurement failed: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -129,7 +143,9 @@ def measure(model_dir: Path, config: dict) -> dict:
 
 def speed(model_dir: Path) -> bool:
     print("\n== speed and memory (fresh process each; model load excluded) ==")
-    print(f"{'configuration':34} {'prune s':>8} {'peak MB':>8} {'model MB':>9} {'peak/model':>10} {'extra/model':>11} {'realised':>8}")
+    print(
+        f"{'configuration':34} {'prune s':>8} {'peak MB':>8} {'model MB':>9} {'peak/model':>10} {'extra/model':>11} {'realised':>8}"
+    )
     ok = True
     for name, cfg in [
         ("magnitude 0.5, layer", {"method": "magnitude", "sparsity": 0.5}),
@@ -148,8 +164,10 @@ def speed(model_dir: Path) -> bool:
         if r["calibration_s"]:
             calib_ratio = (r["rss_calibration_peak"] - r["rss_start"]) / r["model_bytes"]
             calib = f"  (+ calibration: {r['calibration_s']:.1f} s, peak/model {calib_ratio:.2f})"
-        print(f"{name:34} {r['prune_s']:8.2f} {r['rss_peak'] / mb:8.0f} {r['model_bytes'] / mb:9.0f} "
-              f"{peak_ratio:10.2f} {extra:11.3f} {r['realised']:8.4f}{calib}")
+        print(
+            f"{name:34} {r['prune_s']:8.2f} {r['rss_peak'] / mb:8.0f} {r['model_bytes'] / mb:9.0f} "
+            f"{peak_ratio:10.2f} {extra:11.3f} {r['realised']:8.4f}{calib}"
+        )
         ok &= r["prune_s"] <= 10 and peak_ratio <= 1.5
     print("targets: prune <= 10 s and (peak - process start) <= 1.5x model size:", "met" if ok else "NOT met")
     return ok
@@ -162,11 +180,23 @@ def quality(model_dir: Path) -> None:
     print(f"{'method':22} {'ppl before':>10} {'ppl after':>10} {'change':>9} {'realised':>9} {'prune s':>8}")
     with tempfile.TemporaryDirectory() as tmp:
         for method, ratio in [("magnitude", 0.3), ("magnitude", 0.5), ("wanda", 0.5)]:
-            m = optimize("prune", {"model": str(model_dir), "ratio": ratio, "method": method, "data": str(TRAIN),
-                                   "eval_data": str(HELDOUT), "max_length": 128, "packing": True,
-                                   "output": f"{tmp}/{method}-{ratio}"})["metrics"]
-            print(f"{method + ' ' + str(ratio):22} {m['ppl_before']:10.2f} {m['ppl_after']:10.2f} "
-                  f"{m['ppl_change_pct']:+8.1f}% {m['sparsity_realised']:9.4f} {m['prune_s']:8.2f}")
+            m = optimize(
+                "prune",
+                {
+                    "model": str(model_dir),
+                    "ratio": ratio,
+                    "method": method,
+                    "data": str(TRAIN),
+                    "eval_data": str(HELDOUT),
+                    "max_length": 128,
+                    "packing": True,
+                    "output": f"{tmp}/{method}-{ratio}",
+                },
+            )["metrics"]
+            print(
+                f"{method + ' ' + str(ratio):22} {m['ppl_before']:10.2f} {m['ppl_after']:10.2f} "
+                f"{m['ppl_change_pct']:+8.1f}% {m['sparsity_realised']:9.4f} {m['prune_s']:8.2f}"
+            )
 
 
 def main() -> None:

@@ -43,8 +43,13 @@ def build():
 
     y = "x"
     for i in range(LAYERS):
-        for proj, k, n, src in (("q", HIDDEN, HIDDEN, y), ("k", HIDDEN, KV, y), ("v", HIDDEN, KV, y),
-                                ("gate", HIDDEN, FFN, y), ("up", HIDDEN, FFN, y)):
+        for proj, k, n, src in (
+            ("q", HIDDEN, HIDDEN, y),
+            ("k", HIDDEN, KV, y),
+            ("v", HIDDEN, KV, y),
+            ("gate", HIDDEN, FFN, y),
+            ("up", HIDDEN, FFN, y),
+        ):
             nodes.append(helper.make_node("MatMul", [src, weight(f"w{i}{proj}", k, n)], [f"{proj}{i}"]))
         nodes.append(helper.make_node("MatMul", [f"q{i}", weight(f"w{i}o", HIDDEN, HIDDEN)], [f"o{i}"]))
         nodes.append(helper.make_node("MatMul", [f"up{i}", weight(f"w{i}down", FFN, HIDDEN)], [f"down{i}"]))
@@ -53,8 +58,9 @@ def build():
         y = f"y{i}"
     nodes.append(helper.make_node("MatMul", [y, weight("head", HIDDEN, VOCAB)], ["logits"]))
     outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ["logits"] + outputs]
-    graph = helper.make_graph(nodes, "matmul_floor", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, HIDDEN])],
-                              outs, inits)
+    graph = helper.make_graph(
+        nodes, "matmul_floor", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, HIDDEN])], outs, inits
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
     return model, sum(len(t.raw_data) for t in inits)
@@ -67,12 +73,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=12)
     args = ap.parse_args()
     if not (Path(args.artifact) / "model.onnx").is_file():
-        sys.exit(f"{args.artifact}/model.onnx not found: run benchmarks/bench_export.py first (it writes it), "
-                 "or pass --artifact with an fp32 `gptctl export` directory")
+        sys.exit(
+            f"{args.artifact}/model.onnx not found: run benchmarks/bench_export.py first (it writes it), "
+            "or pass --artifact with an fp32 `gptctl export` directory"
+        )
     import numpy as np
     import onnxruntime as ort
-
     from bench_export import matmul_read_gbs
+
     from gptctl.runtime.session import OrtCausalLM
 
     model, weight_bytes = build()
@@ -108,16 +116,25 @@ def main() -> None:
         f, d = floor_s(), decode_s()
         roof = bw * 1e9 / weight_bytes
         rows.append((bw, roof, 1 / f, 1 / d))
-        print(f"round {i + 1:2d}: read {bw:5.1f} GB/s  roof {roof:5.1f} tok/s  floor {1 / f:5.1f} tok/s  "
-              f"decode {1 / d:5.1f} tok/s  decode/roof {roof and (1 / d) / roof:4.0%}", flush=True)
+        print(
+            f"round {i + 1:2d}: read {bw:5.1f} GB/s  roof {roof:5.1f} tok/s  floor {1 / f:5.1f} tok/s  "
+            f"decode {1 / d:5.1f} tok/s  decode/roof {roof and (1 / d) / roof:4.0%}",
+            flush=True,
+        )
     med = lambda k: statistics.median(r[k] for r in rows)  # noqa: E731
     ratio = lambda a, b: statistics.median(r[a] / r[b] for r in rows)  # noqa: E731
-    print(f"\n{LAYERS * 7 + 1} weight products, {weight_bytes / 1e6:.0f} MB fp32, {args.threads} threads, {args.rounds} rounds; "
-          f"artifact {args.artifact}")
-    print(f"medians: read bandwidth {med(0):.1f} GB/s -> roof {med(1):.1f} tok/s; matmul-only floor {med(2):.1f} tok/s; "
-          f"decode {med(3):.1f} tok/s")
-    print(f"per-round ratios (median): decode/roof {ratio(3, 1):.0%} (target >= 90%), floor/roof {ratio(2, 1):.0%}, "
-          f"decode/floor {ratio(3, 2):.0%}")
+    print(
+        f"\n{LAYERS * 7 + 1} weight products, {weight_bytes / 1e6:.0f} MB fp32, {args.threads} threads, {args.rounds} rounds; "
+        f"artifact {args.artifact}"
+    )
+    print(
+        f"medians: read bandwidth {med(0):.1f} GB/s -> roof {med(1):.1f} tok/s; matmul-only floor {med(2):.1f} tok/s; "
+        f"decode {med(3):.1f} tok/s"
+    )
+    print(
+        f"per-round ratios (median): decode/roof {ratio(3, 1):.0%} (target >= 90%), floor/roof {ratio(2, 1):.0%}, "
+        f"decode/floor {ratio(3, 2):.0%}"
+    )
 
 
 if __name__ == "__main__":

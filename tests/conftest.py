@@ -10,7 +10,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny_models import ARCHITECTURES, build_tiny_model  # noqa: E402
+from tiny_models import build_tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Optional
 
 from gptctl.errors import CheckFailed
 from gptctl.manifest import Manifest, sha256_path
@@ -23,9 +22,9 @@ CALLS: list[str] = []
 
 
 class SelectOpts(LightOptions):
-    max_params: Optional[str] = option("str")
-    license: Optional[str] = option("str")
-    instruct: Optional[bool] = option("bool")
+    max_params: str | None = option("str")
+    license: str | None = option("str")
+    instruct: bool | None = option("bool")
     top: int = option("int", 3, ge=1)
 
 
@@ -33,7 +32,7 @@ class _Common(LightOptions):
     model: str = option("str", required=True)
     output: str = option("str", required=True)
     overwrite: bool = option("bool", False)
-    data: Optional[str] = option("str")
+    data: str | None = option("str")
     seed: int = option("int", 0)
     sleep: float = option("float", 0.0, ge=0)  # lets the kill test catch a step mid-way
     fail: bool = option("bool", False)
@@ -64,14 +63,22 @@ def _write(run: StepRun, step: str, metrics: dict, extra: dict | None = None) ->
     CALLS.append(run.name)
     opts = run.options
     with atomic_output_dir(run.output) as work:
-        (work / "weights.bin").write_text(json.dumps({"input": _content(opts.model), "options": opts.model_dump(exclude={"output", "overwrite"})}))
+        (work / "weights.bin").write_text(
+            json.dumps({"input": _content(opts.model), "options": opts.model_dump(exclude={"output", "overwrite"})})
+        )
         if opts.sleep:
             (work / "half-written.bin").write_text("x")
             time.sleep(opts.sleep)
         if opts.fail:
             raise CheckFailed(f"{run.name} failed on purpose")
-        manifest = Manifest(step=step, method=run.method, options=opts.model_dump(mode="json"),
-                            inputs={"model": {"spec": opts.model}}, metrics=metrics, extra=extra or {})
+        manifest = Manifest(
+            step=step,
+            method=run.method,
+            options=opts.model_dump(mode="json"),
+            inputs={"model": {"spec": opts.model}},
+            metrics=metrics,
+            extra=extra or {},
+        )
         manifest.write(work)
     return manifest.to_dict()
 
@@ -86,8 +93,12 @@ def _select(run: StepRun) -> dict:
         chosen = {"id": "tiny/test-model", "params": 1000}
         if run.sources.get(chosen["id"]):
             chosen["source_path"] = run.sources[chosen["id"]]
-        (work / SELECTION_FILE).write_text(json.dumps({"model": chosen, "models": [chosen], "constraints": run.options.model_dump()}))
-        manifest = Manifest(step="select", options=run.options.model_dump(mode="json"), metrics={"model": chosen["id"], "candidates": 1})
+        (work / SELECTION_FILE).write_text(
+            json.dumps({"model": chosen, "models": [chosen], "constraints": run.options.model_dump()})
+        )
+        manifest = Manifest(
+            step="select", options=run.options.model_dump(mode="json"), metrics={"model": chosen["id"], "candidates": 1}
+        )
         manifest.write(work)
     return manifest.to_dict()
 
@@ -96,24 +107,48 @@ def _optimize(run: StepRun) -> dict:
     before = _ppl(run.options.model, "")
     if run.method == "lora":
         return _write(run, "optimize", {"ppl_before": before, "ppl_after": before * 0.9, "train_tokens_per_s": 1000.0})
-    return _write(run, "optimize", {"ppl_before": before, "ppl_after": before * (1 + run.options.ratio / 10),
-                                    "sparsity_realised": run.options.ratio})
+    return _write(
+        run,
+        "optimize",
+        {
+            "ppl_before": before,
+            "ppl_after": before * (1 + run.options.ratio / 10),
+            "sparsity_realised": run.options.ratio,
+        },
+    )
 
 
 def _export(run: StepRun) -> dict:
     ppl = _ppl(run.options.model, "")
-    bench = {"pytorch": {"available": True, "decode_tokens_per_s": 50.0},
-             "cpu": {"available": True, "decode_tokens_per_s": 90.0, "decode_speedup_vs_pytorch": 1.8},
-             "cuda": {"available": False, "reason": "no GPU"}}
-    return _write(run, "export", {"size_bytes": 123456, "ppl_fp32": ppl, "ppl_quantized": ppl * 1.02},
-                  extra={"validation": {"passed": True, "max_abs_diff": 2e-4}, "benchmark": bench if run.options.benchmark else {}})
+    bench = {
+        "pytorch": {"available": True, "decode_tokens_per_s": 50.0},
+        "cpu": {"available": True, "decode_tokens_per_s": 90.0, "decode_speedup_vs_pytorch": 1.8},
+        "cuda": {"available": False, "reason": "no GPU"},
+    }
+    return _write(
+        run,
+        "export",
+        {"size_bytes": 123456, "ppl_fp32": ppl, "ppl_quantized": ppl * 1.02},
+        extra={
+            "validation": {"passed": True, "max_abs_diff": 2e-4},
+            "benchmark": bench if run.options.benchmark else {},
+        },
+    )
 
 
 FAKE_KINDS = {
-    "select": StepKind("select", lambda m: SelectOpts, _select, takes_model=False, runner_fields=(),
-                       model_file=SELECTION_FILE, step_keys=("sources",)),
-    "optimize": StepKind("optimize", lambda m: {"lora": LoraOpts, "prune": PruneOpts}[m], _optimize,
-                         methods=lambda: ("lora", "prune")),
+    "select": StepKind(
+        "select",
+        lambda m: SelectOpts,
+        _select,
+        takes_model=False,
+        runner_fields=(),
+        model_file=SELECTION_FILE,
+        step_keys=("sources",),
+    ),
+    "optimize": StepKind(
+        "optimize", lambda m: {"lora": LoraOpts, "prune": PruneOpts}[m], _optimize, methods=lambda: ("lora", "prune")
+    ),
     "export": StepKind("export", lambda m: ExportOpts, _export),
 }
 

@@ -137,5 +137,6 @@ def test_export_encoder_refused_before_the_model_loads(tiny_model_factory, tmp_p
     from gptctl.export import export_model
 
     with pytest.raises(BadInput, match="pass --task feature-extraction"):
-        export_model({"model": str(tiny_model_factory("bert")), "output": str(tmp_path / "o"),
-                      "task": "text-generation"})
+        export_model(
+            {"model": str(tiny_model_factory("bert")), "output": str(tmp_path / "o"), "task": "text-generation"}
+        )

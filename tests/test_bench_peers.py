@@ -32,7 +32,8 @@ def test_missing_llama_cpp_exits_2_with_the_install_line(tmp_path):
         "import importlib.util, sys\n"
         "_find = importlib.util.find_spec\n"
         "importlib.util.find_spec = lambda name, *a, **k: None if name == 'llama_cpp' else _find(name, *a, **k)\n"
-        "sys.modules['llama_cpp'] = None\n")
+        "sys.modules['llama_cpp'] = None\n"
+    )
     env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
     done = subprocess.run([sys.executable, str(SCRIPT), "--rounds", "1"], capture_output=True, text=True, env=env)
     assert done.returncode == 2

@@ -31,7 +31,9 @@ def test_bench_cli_measures_cpu_and_reports_cuda_unavailable(artifact):
     assert cell["n"] == 2 and cell["p50"] <= cell["p99"]
     assert cpu["prefill_ms"]["iterations"] == 2 and cpu["prefill_ms"]["warmup"] == 1
     assert pt["available"] and pt["decode_tokens_per_s"] > 0
-    assert cpu["decode_speedup_vs_pytorch"] == pytest.approx(cpu["decode_tokens_per_s"] / pt["decode_tokens_per_s"], rel=1e-2)
+    assert cpu["decode_speedup_vs_pytorch"] == pytest.approx(
+        cpu["decode_tokens_per_s"] / pt["decode_tokens_per_s"], rel=1e-2
+    )
     if not cuda["available"]:  # no GPU here: reported, never measured on CPU under its name
         assert cuda["reason"] and "decode_tokens_per_s" not in cuda
 

@@ -18,13 +18,90 @@ pytestmark = pytest.mark.skipif(not fastyaml.available(), reason="yaml-rs is not
 
 # Plain scalars whose meaning differs between YAML 1.1 (PyYAML) and 1.2 (yaml-rs), or is close to it.
 TRICKY = [
-    "yes", "no", "on", "off", "Yes", "NO", "On", "OFF", "y", "n", "Y", "N", "true", "False", "TRUE", "null", "Null", "~",
-    "1e9", "1.5e9", "1E+9", "1.0e+9", "1.5E-3", "-.5", ".5", "+.5", "0.5", "-0.0", "1.", "+1", "-0", "00", "0", "017", "0o17",
-    "0x1F", "0x_1", "0b101", "1_000", "1_0.5", "1:20", "12:30:00", "-1:30", "2024-01-02", "2024-1-2", "2024-01-02T10:00:00Z",
-    "2024-01-02 10:00:00", "2001-12-14t21:59:43.10-05:00", "2025-07", "2024-13-45", ".inf", "-.Inf", ".NaN", "nan", "inf",
-    "123456789012345678901234", "9223372036854775808", "7B", "135m", "1.5b", "=", "1e", "e9", "3-4", "4-bit", "25-shot",
-    "78.2%", "v1.5", "Qwen2.5-0.5B", "mmlu>=40", "a b", "on the fly", "trained on data", "no-op", "yes/no",
-    "1.5B)", "(2024)", "3x", "0x1Fg", "1e9%", "12:30:00Z", "2024-01-02T10:00", "5-shot)", "1_000x",
+    "yes",
+    "no",
+    "on",
+    "off",
+    "Yes",
+    "NO",
+    "On",
+    "OFF",
+    "y",
+    "n",
+    "Y",
+    "N",
+    "true",
+    "False",
+    "TRUE",
+    "null",
+    "Null",
+    "~",
+    "1e9",
+    "1.5e9",
+    "1E+9",
+    "1.0e+9",
+    "1.5E-3",
+    "-.5",
+    ".5",
+    "+.5",
+    "0.5",
+    "-0.0",
+    "1.",
+    "+1",
+    "-0",
+    "00",
+    "0",
+    "017",
+    "0o17",
+    "0x1F",
+    "0x_1",
+    "0b101",
+    "1_000",
+    "1_0.5",
+    "1:20",
+    "12:30:00",
+    "-1:30",
+    "2024-01-02",
+    "2024-1-2",
+    "2024-01-02T10:00:00Z",
+    "2024-01-02 10:00:00",
+    "2001-12-14t21:59:43.10-05:00",
+    "2025-07",
+    "2024-13-45",
+    ".inf",
+    "-.Inf",
+    ".NaN",
+    "nan",
+    "inf",
+    "123456789012345678901234",
+    "9223372036854775808",
+    "7B",
+    "135m",
+    "1.5b",
+    "=",
+    "1e",
+    "e9",
+    "3-4",
+    "4-bit",
+    "25-shot",
+    "78.2%",
+    "v1.5",
+    "Qwen2.5-0.5B",
+    "mmlu>=40",
+    "a b",
+    "on the fly",
+    "trained on data",
+    "no-op",
+    "yes/no",
+    "1.5B)",
+    "(2024)",
+    "3x",
+    "0x1Fg",
+    "1e9%",
+    "12:30:00Z",
+    "2024-01-02T10:00",
+    "5-shot)",
+    "1_000x",
 ]
 WORDS = st.sampled_from(TRICKY) | st.from_regex(r"[a-z][a-z0-9_\-]{0,8}", fullmatch=True)
 
@@ -34,8 +111,9 @@ def quoted(s: str) -> str:
 
 
 scalar_text = WORDS.flatmap(lambda w: st.sampled_from([w, quoted(w), '"' + w + '"']))
-keys = st.sampled_from(["id", "params", "on", "yes", "no", "1", "017", "2024-01-02", "1e3", "release", "metrics", "x"]) | \
-    st.from_regex(r"[a-z]{1,6}", fullmatch=True)
+keys = st.sampled_from(
+    ["id", "params", "on", "yes", "no", "1", "017", "2024-01-02", "1e3", "release", "metrics", "x"]
+) | st.from_regex(r"[a-z]{1,6}", fullmatch=True)
 
 
 @st.composite
@@ -108,18 +186,21 @@ def test_realistic_catalogs_take_the_fast_path_and_match():
         assert fastyaml._same(fast, _parse_pyyaml(text)[0])
 
 
-@pytest.mark.parametrize("text", [
-    "a: 1\n---\nb: 2\n",  # two documents
-    "a: &x {b: 1}\nc:\n  <<: *x\n",  # merge key
-    "a: !!str 1\n",  # tag
-    "%YAML 1.1\n---\na: 1\n",  # directive
-    "a:\n\t- 1\n",  # tab
-    "? [a, b]\n: 1\n",  # complex key
-    "a: 1\na: 2\n",  # repeated key: the loader reports it with line numbers from the slow path
-    "languages: [en, no]\n",  # Norwegian, or false?
-    "a: [1, 2\n",  # a syntax error: PyYAML reports it
-    "",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: 1\n---\nb: 2\n",  # two documents
+        "a: &x {b: 1}\nc:\n  <<: *x\n",  # merge key
+        "a: !!str 1\n",  # tag
+        "%YAML 1.1\n---\na: 1\n",  # directive
+        "a:\n\t- 1\n",  # tab
+        "? [a, b]\n: 1\n",  # complex key
+        "a: 1\na: 2\n",  # repeated key: the loader reports it with line numbers from the slow path
+        "languages: [en, no]\n",  # Norwegian, or false?
+        "a: [1, 2\n",  # a syntax error: PyYAML reports it
+        "",
+    ],
+)
 def test_declines(text):
     assert fastyaml.load(text) is None
 

@@ -21,8 +21,11 @@ def _isolated(monkeypatch, tmp_path):
 def cat_file(tmp_path, name, *entries, scoring=None):
     lines = ["models:"]
     for e in entries:
-        lines.append(f"  - {{id: {e['id']}, params: {e.get('params', '100m')}, tasks: [text-generation], domains: [{e.get('domain', 'general')}]"
-                     + (f", license: {e['license']}" if "license" in e else "") + "}")
+        lines.append(
+            f"  - {{id: {e['id']}, params: {e.get('params', '100m')}, tasks: [text-generation], domains: [{e.get('domain', 'general')}]"  # noqa: E501
+            + (f", license: {e['license']}" if "license" in e else "")
+            + "}"
+        )
     if scoring:
         lines.append("scoring:\n" + textwrap.indent(scoring, "  "))
     p = tmp_path / name
@@ -45,7 +48,9 @@ def test_catalog_flag_replaces_the_bundled_one_and_later_files_override_same_ids
 
 
 def test_builtin_word_extends_the_bundled_catalog(tmp_path):
-    mine = cat_file(tmp_path, "mine.yaml", {"id": "me/private", "domain": "medical"}, {"id": "microsoft/biogpt", "params": "400m"})
+    mine = cat_file(
+        tmp_path, "mine.yaml", {"id": "me/private", "domain": "medical"}, {"id": "microsoft/biogpt", "params": "400m"}
+    )
     cat = load_catalogs(["builtin", str(mine)])
     assert len(cat.entries) == 61
     assert cat.get("microsoft/biogpt").params == 400_000_000
@@ -66,10 +71,16 @@ def test_env_var_is_a_pathsep_separated_list(tmp_path, monkeypatch):
 
 
 def test_scoring_blocks_merge_key_by_key(tmp_path):
-    a = cat_file(tmp_path, "a.yaml", {"id": "x/a"}, scoring="weights: {quality: 1, size: 2}\nlicense_openness: {mylic: 0.5}")
+    a = cat_file(
+        tmp_path, "a.yaml", {"id": "x/a"}, scoring="weights: {quality: 1, size: 2}\nlicense_openness: {mylic: 0.5}"
+    )
     b = cat_file(tmp_path, "b.yaml", {"id": "x/b"}, scoring="weights: {size: 3}\nmissing: ignore")
     cat = load_catalogs([str(a), str(b)])
-    assert cat.scoring == {"weights": {"quality": 1.0, "size": 3.0}, "license_openness": {"mylic": 0.5}, "missing": "ignore"}
+    assert cat.scoring == {
+        "weights": {"quality": 1.0, "size": 3.0},
+        "license_openness": {"mylic": 0.5},
+        "missing": "ignore",
+    }
 
 
 def test_hash_is_over_file_contents_in_order(tmp_path):

@@ -36,6 +36,7 @@ def problems_of(*paths):
 
 # ------------------------------------------------------------------------------------------ shipped data
 
+
 @pytest.mark.parametrize("path", sorted(DATA.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_yaml_validates(path):
     (f,) = validate_files([str(path)])
@@ -68,8 +69,11 @@ def test_bundled_values_are_all_allowed():
 
 # ------------------------------------------------------------------------------------------ error classes
 
+
 def test_all_problems_reported_at_once_with_file_line_and_path(tmp_path):
-    p = write(tmp_path, """
+    p = write(
+        tmp_path,
+        """
         models:
           - id: a/one
             params: 1.5b
@@ -93,7 +97,8 @@ def test_all_problems_reported_at_once_with_file_line_and_path(tmp_path):
           weights: {qualty: 1}
           missing: zero
         modles: []
-        """)
+        """,
+    )
     probs = problems_of(p)
     text = "\n".join(probs)
     expected = [
@@ -122,7 +127,9 @@ def test_problems_across_several_files_are_reported_together(tmp_path):
     a = write(tmp_path, "models:\n  - {id: x, params: 1b, tasks: [text-generation], domains: [generl]}\n", "a.yaml")
     b = write(tmp_path, "models:\n  - {id: y, params: 1b, tasks: [text-generation]}\n", "b.yaml")
     probs = problems_of(a, b)
-    assert any(s.startswith(f"{a}:2: models[0].domains[0]: unknown domain 'generl' (did you mean 'general'?)") for s in probs)
+    assert any(
+        s.startswith(f"{a}:2: models[0].domains[0]: unknown domain 'generl' (did you mean 'general'?)") for s in probs
+    )
     assert any(s.startswith(f"{b}:2: models[0]: missing required field 'domains'") for s in probs)
 
 
@@ -134,17 +141,47 @@ def test_problems_across_several_files_are_reported_together(tmp_path):
         ("- id: x\n", "got a list (put the entries under 'models:')"),
         ("models: {id: x}\n", "models: expected a list of model entries"),
         ("models:\n  - just-a-string\n", "models[0]: expected a mapping"),
-        ("models:\n  - {id: 'has space', params: 1b, tasks: [text-generation], domains: [general]}\n", "models[0].id: expected an id without spaces"),
-        ("models:\n  - {id: x, params: 0, tasks: [text-generation], domains: [general]}\n", "models[0].params: a parameter count must be > 0"),
-        ("models:\n  - {id: x, params: 1b, tasks: [], domains: [general]}\n", "models[0].tasks: must list at least one value"),
-        ("models:\n  - {id: x, params: 1b, tasks: [text-generation], domains: [general, general]}\n", "models[0].domains[1]: 'general' is listed twice"),
-        ("models:\n  - {id: x, params: 1b, tasks: [text-generation], domains: [general], context_length: -5}\n", "context_length: expected a positive integer"),
-        ("models:\n  - {id: x, params: 1b, tasks: [text-generation], domains: [general], languages: [English]}\n", "languages[0]: expected an ISO 639 language code"),
-        ("models:\n  - {id: x, params: 1b, tasks: [text-generation], domains: [general], release: 2024-02-30}\n", "release: expected YYYY-MM or YYYY-MM-DD"),
-        ("models:\n  - {id: x, params: 1b, tasks: [txt-generation], domains: [general]}\n", "(did you mean 'text-generation'?)"),
-        ("models:\n  - {id: x, params: 1b, tasks: [text-generation], domains: [general], source: ''}\n", "source: expected a non-empty string"),
+        (
+            "models:\n  - {id: 'has space', params: 1b, tasks: [text-generation], domains: [general]}\n",
+            "models[0].id: expected an id without spaces",
+        ),
+        (
+            "models:\n  - {id: x, params: 0, tasks: [text-generation], domains: [general]}\n",
+            "models[0].params: a parameter count must be > 0",
+        ),
+        (
+            "models:\n  - {id: x, params: 1b, tasks: [], domains: [general]}\n",
+            "models[0].tasks: must list at least one value",
+        ),
+        (
+            "models:\n  - {id: x, params: 1b, tasks: [text-generation], domains: [general, general]}\n",
+            "models[0].domains[1]: 'general' is listed twice",
+        ),
+        (
+            "models:\n  - {id: x, params: 1b, tasks: [text-generation], domains: [general], context_length: -5}\n",
+            "context_length: expected a positive integer",
+        ),
+        (
+            "models:\n  - {id: x, params: 1b, tasks: [text-generation], domains: [general], languages: [English]}\n",
+            "languages[0]: expected an ISO 639 language code",
+        ),
+        (
+            "models:\n  - {id: x, params: 1b, tasks: [text-generation], domains: [general], release: 2024-02-30}\n",
+            "release: expected YYYY-MM or YYYY-MM-DD",
+        ),
+        (
+            "models:\n  - {id: x, params: 1b, tasks: [txt-generation], domains: [general]}\n",
+            "(did you mean 'text-generation'?)",
+        ),
+        (
+            "models:\n  - {id: x, params: 1b, tasks: [text-generation], domains: [general], source: ''}\n",
+            "source: expected a non-empty string",
+        ),
         ("scoring: {weights: {quality: -1}}\n", "scoring.weights.quality: expected a weight >= 0"),
-        ("scoring: {license_openness: {mit: 2}}\n", "scoring.license_openness.mit: expected an openness between 0 and 1"),
+        (
+            "scoring: {license_openness: {mit: 2}}\n",
+            "scoring.license_openness.mit: expected an openness between 0 and 1",
+        ),
         ("scoring: []\n", "scoring: expected a mapping"),
         ("other: 1\n", "unknown top-level key 'other'"),
     ],
@@ -165,25 +202,32 @@ def test_unreadable_inputs(tmp_path):
 
 
 def test_yaml_dates_and_unit_params_are_normalised(tmp_path):
-    p = write(tmp_path, """
+    p = write(
+        tmp_path,
+        """
         models:
           - id: x/y
             params: 1.5b
             tasks: [text-generation]
             domains: [general]
             release: 2024-09-25
-        """)
+        """,
+    )
     (e,) = load_catalogs([str(p)]).entries
     assert e.params == 1_500_000_000 and e.release == "2024-09-25" and e.release_month() == 2024 * 12 + 8
 
 
 def test_json_catalogs_are_accepted_and_checked_the_same_way(tmp_path):
     good = tmp_path / "c.json"
-    good.write_text(json.dumps({"models": [{"id": "a/b", "params": "135m", "tasks": ["text-generation"], "domains": ["code"]}]}))
+    good.write_text(
+        json.dumps({"models": [{"id": "a/b", "params": "135m", "tasks": ["text-generation"], "domains": ["code"]}]})
+    )
     (e,) = load_catalogs([str(good)]).entries
     assert e.params == 135_000_000
     bad = tmp_path / "d.json"
-    bad.write_text('{"models": [{"id": "a/b", "params": 1, "params": 2, "tasks": ["text-generation"], "domains": ["code"]}]}')
+    bad.write_text(
+        '{"models": [{"id": "a/b", "params": 1, "params": 2, "tasks": ["text-generation"], "domains": ["code"]}]}'
+    )
     assert any("appears more than once" in s for s in problems_of(bad))
     broken = tmp_path / "e.json"
     broken.write_text('{"models": [}')

@@ -71,7 +71,9 @@ def test_integers_and_their_strings_parse_to_themselves(n):
 
 
 @given(
-    st.decimals(min_value=Decimal("0.001"), max_value=Decimal("999.999"), places=3, allow_nan=False, allow_infinity=False),
+    st.decimals(
+        min_value=Decimal("0.001"), max_value=Decimal("999.999"), places=3, allow_nan=False, allow_infinity=False
+    ),
     st.sampled_from(["k", "m", "b", "g", "t", "K", "M", "B", "G", "T"]),
 )
 def test_unit_strings_are_exact_decimal_multiples(d, unit):

@@ -46,20 +46,31 @@ def json_error(res, code):
 
 # ------------------------------------------------------------------------------------------ exit codes
 
-@pytest.mark.parametrize("exc, code", [
-    (BadInput("x"), EXIT_BAD_INPUT), (NothingMatched("x"), EXIT_FAILED), (CheckFailed("x"), EXIT_FAILED),
-    (KeyboardInterrupt(), EXIT_INTERRUPTED), (FileNotFoundError("x"), EXIT_BAD_INPUT),
-    (RuntimeError("x"), EXIT_FAILED),
-    (Unexpected(RuntimeError("x")), EXIT_FAILED), (Unexpected(ValueError("x")), EXIT_BAD_INPUT),
-])
+
+@pytest.mark.parametrize(
+    "exc, code",
+    [
+        (BadInput("x"), EXIT_BAD_INPUT),
+        (NothingMatched("x"), EXIT_FAILED),
+        (CheckFailed("x"), EXIT_FAILED),
+        (KeyboardInterrupt(), EXIT_INTERRUPTED),
+        (FileNotFoundError("x"), EXIT_BAD_INPUT),
+        (RuntimeError("x"), EXIT_FAILED),
+        (Unexpected(RuntimeError("x")), EXIT_FAILED),
+        (Unexpected(ValueError("x")), EXIT_BAD_INPUT),
+    ],
+)
 def test_one_mapping_from_outcome_to_exit_code(exc, code):
     assert exit_code_for(exc) == code
 
 
-@pytest.mark.parametrize("args, code", [
-    (["select", "--max-params", "abc"], 2),
-    (["select", "--domain", "legal", "--max-params", "1b"], 1),
-])
+@pytest.mark.parametrize(
+    "args, code",
+    [
+        (["select", "--max-params", "abc"], 2),
+        (["select", "--domain", "legal", "--max-params", "1b"], 1),
+    ],
+)
 def test_debug_adds_the_traceback_but_keeps_the_exit_code(args, code):
     plain = run(*args)
     debug = run("--debug", *args)
@@ -76,8 +87,10 @@ def _command_raising(exc):
     return command
 
 
-@pytest.mark.parametrize("exc, code", [(KeyboardInterrupt(), 130), (RuntimeError("boom"), 1), (OSError("disk"), 2),
-                                       (CheckFailed("gate", "fix it"), 1)])
+@pytest.mark.parametrize(
+    "exc, code",
+    [(KeyboardInterrupt(), 130), (RuntimeError("boom"), 1), (OSError("disk"), 2), (CheckFailed("gate", "fix it"), 1)],
+)
 def test_handle_errors_exit_codes_and_json(capsys, exc, code):
     with pytest.raises(typer.Exit) as e:
         _command_raising(exc)(json_out=True)
@@ -92,8 +105,12 @@ def test_partial_result_travels_with_the_error(capsys):
     with pytest.raises(typer.Exit):
         _command_raising(exc)(json_out=True)
     doc = json.loads(capsys.readouterr().out)
-    expected = {"benchmark": {"cpu": {"available": True}}, "error": "provider missing", "hint": "install it",
-                "exit_code": 1}
+    expected = {
+        "benchmark": {"cpu": {"available": True}},
+        "error": "provider missing",
+        "hint": "install it",
+        "exit_code": 1,
+    }
     assert doc == expected
 
 
@@ -106,6 +123,7 @@ def test_fail_merges_a_partial_the_command_holds(capsys):
 
 
 # ------------------------------------------------------------------------------------------ --json, per command
+
 
 def test_select_bad_input_json():
     doc = json_error(run("select", "--max-params", "abc", "--json"), 2)
@@ -133,8 +151,11 @@ def test_bench_json_errors(tmp_path, monkeypatch):
     import gptctl.bench
 
     def missing_provider(options, progress=None):
-        raise CheckFailed("required execution provider not active: cuda", "install onnxruntime-gpu",
-                          partial={"benchmark": {"cpu": {"available": True}}})
+        raise CheckFailed(
+            "required execution provider not active: cuda",
+            "install onnxruntime-gpu",
+            partial={"benchmark": {"cpu": {"available": True}}},
+        )
 
     monkeypatch.setattr(gptctl.bench, "bench_artifact", missing_provider)
     doc = json_error(run("bench", tmp_path, "--require-provider", "cuda", "--json"), 1)

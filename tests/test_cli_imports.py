@@ -24,24 +24,32 @@ main()
 
 
 def imported_by(args, **env):
-    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "GPTCTL_NO_CACHE": "1", **env})
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "GPTCTL_NO_CACHE": "1", **env},
+    )
     line = [ln for ln in proc.stderr.splitlines() if ln.startswith("MODULES:")]
     assert line, proc.stderr
-    return proc.returncode, {m.split(".")[0] for m in json.loads(line[-1][len("MODULES:"):])}
+    return proc.returncode, {m.split(".")[0] for m in json.loads(line[-1][len("MODULES:") :])}
 
 
-@pytest.mark.parametrize("args, rc", [
-    (["--help"], 0),
-    (["select", "--domain", "medical", "--max-params", "1b"], 0),
-    (["select", "--domain", "medical", "--max-params", "1b", "--exportable", "--json"], 1),
-    (["select", "--license", "mit", "--explain", "--top", "3"], 0),
-    (["catalog", "list"], 0),
-    (["catalog", "list", "--domain", "code", "--json"], 0),
-    (["catalog", "show", "microsoft/biogpt"], 0),
-    (["catalog", "validate", "builtin"], 0),
-    (["select", "--help"], 0),
-])
+@pytest.mark.parametrize(
+    "args, rc",
+    [
+        (["--help"], 0),
+        (["select", "--domain", "medical", "--max-params", "1b"], 0),
+        (["select", "--domain", "medical", "--max-params", "1b", "--exportable", "--json"], 1),
+        (["select", "--license", "mit", "--explain", "--top", "3"], 0),
+        (["catalog", "list"], 0),
+        (["catalog", "list", "--domain", "code", "--json"], 0),
+        (["catalog", "show", "microsoft/biogpt"], 0),
+        (["catalog", "validate", "builtin"], 0),
+        (["select", "--help"], 0),
+    ],
+)
 def test_light_commands_do_not_import_the_heavy_stack(args, rc):
     code, modules = imported_by(args)
     assert code == rc
@@ -52,7 +60,7 @@ def test_light_commands_do_not_import_the_heavy_stack(args, rc):
 
 def test_select_and_catalog_cli_modules_are_light_at_import():
     # The app imports every CLI module at start; these two must not pull pydantic or yaml in.
-    code = "import json, sys, gptctl.cli.select, gptctl.cli.catalog; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    code = "import json, sys, gptctl.cli.select, gptctl.cli.catalog; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"  # noqa: E501
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
     top = set(json.loads(out))
     assert not top & {"pydantic", "yaml", *HEAVY}, sorted(top & {"pydantic", "yaml", *HEAVY})
@@ -62,7 +70,7 @@ def full_modules(args):
     proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args)], capture_output=True, text=True, timeout=120)
     line = [ln for ln in proc.stderr.splitlines() if ln.startswith("MODULES:")]
     assert line, proc.stderr
-    return proc.returncode, set(json.loads(line[-1][len("MODULES:"):])), proc.stdout
+    return proc.returncode, set(json.loads(line[-1][len("MODULES:") :])), proc.stdout
 
 
 def test_help_skips_rich_markdown_and_traceback():
@@ -70,7 +78,9 @@ def test_help_skips_rich_markdown_and_traceback():
     code, modules, out = full_modules(["--help"])
     assert code == 0 and "select" in out
     assert "typer.rich_utils" in modules
-    assert not modules & {"rich.markdown", "rich.traceback", "markdown_it", "pygments"}, sorted(modules & {"rich.markdown", "rich.traceback", "markdown_it", "pygments"})
+    assert not modules & {"rich.markdown", "rich.traceback", "markdown_it", "pygments"}, sorted(
+        modules & {"rich.markdown", "rich.traceback", "markdown_it", "pygments"}
+    )
 
 
 def test_stand_ins_leave_the_real_modules_importable():
@@ -81,7 +91,7 @@ def test_stand_ins_leave_the_real_modules_importable():
         "import rich.markdown, rich.traceback, typer.rich_utils as ru\n"
         "assert rich.markdown.Markdown.__module__ == 'rich.markdown', rich.markdown.Markdown\n"
         "assert type(ru.Markdown('*x*')).__module__ == 'rich.markdown'\n"
-        "try:\n    1/0\nexcept ZeroDivisionError as e:\n    tb = ru.Traceback.from_exception(type(e), e, e.__traceback__)\n"
+        "try:\n    1/0\nexcept ZeroDivisionError as e:\n    tb = ru.Traceback.from_exception(type(e), e, e.__traceback__)\n"  # noqa: E501
         "assert type(tb).__module__ == 'rich.traceback'\n"
         "print('ok')\n"
     )

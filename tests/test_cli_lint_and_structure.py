@@ -50,10 +50,13 @@ def test_catalog_modules_import_each_other_without_a_cycle():
         visit(module, ())
 
 
-@pytest.mark.parametrize("module, function, most", [
-    ("gptctl/catalog/schema.py", "check_entry", 30),
-    ("gptctl/selection/core.py", "build_constraints", 30),
-])
+@pytest.mark.parametrize(
+    "module, function, most",
+    [
+        ("gptctl/catalog/schema.py", "check_entry", 30),
+        ("gptctl/selection/core.py", "build_constraints", 30),
+    ],
+)
 def test_long_functions_are_split_into_named_steps(module, function, most):
     lengths = _functions(ROOT / module)
     assert lengths[function] <= most, f"{function} is {lengths[function]} lines"

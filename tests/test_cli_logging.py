@@ -42,11 +42,14 @@ def _select_that_logs(monkeypatch):
     monkeypatch.setattr(selection, "select_models", logging_select)
 
 
-@pytest.mark.parametrize("flags, shown, hidden", [
-    ([], ["info line", "warning: a warning the user must see"], ["debug detail"]),
-    (["--verbose"], ["debug detail", "info line", "a warning the user must see"], []),
-    (["--quiet"], ["a warning the user must see"], ["info line", "debug detail"]),
-])
+@pytest.mark.parametrize(
+    "flags, shown, hidden",
+    [
+        ([], ["info line", "warning: a warning the user must see"], ["debug detail"]),
+        (["--verbose"], ["debug detail", "info line", "a warning the user must see"], []),
+        (["--quiet"], ["a warning the user must see"], ["info line", "debug detail"]),
+    ],
+)
 def test_log_records_go_to_stderr_by_verbosity(monkeypatch, flags, shown, hidden):
     _select_that_logs(monkeypatch)
     res = runner.invoke(app, [*flags, "select", "--top", "1", "--json"])

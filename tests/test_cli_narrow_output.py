@@ -70,8 +70,9 @@ def test_select_explain_at_80_columns_keeps_excluded_ids_whole():
 def test_select_to_a_real_pipe_with_columns_80():
     env = {**os.environ, "COLUMNS": "80", "GPTCTL_NO_CACHE": "1"}
     env.pop("GPTCTL_CATALOG", None)
-    proc = subprocess.run([sys.executable, "-m", "gptctl", "select", "--top", "10"], capture_output=True, text=True,
-                          env=env, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gptctl", "select", "--top", "10"], capture_output=True, text=True, env=env, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     assert_whole(_ids("--top", "10"), proc.stdout)
     assert_within(proc.stdout)
@@ -94,6 +95,7 @@ def test_catalog_list_at_80_columns_keeps_every_id_whole():
 
 
 # ------------------------------------------------------------------------------------------ export, bench
+
 
 @pytest.fixture(scope="module")
 def exported(tiny_model_factory, tmp_path_factory):
@@ -149,8 +151,21 @@ def test_export_summary_counts_outputs_over_atol(exported, capsys):
 
 def test_bench_table_at_80_columns_keeps_headers_and_backends_whole(exported):
     out, _ = exported
-    res = run("bench", out, "--no-baseline", "--iterations", "1", "--warmup", "0", "--decode-tokens", "2",
-              "--prompt-lengths", "8,16", "--provider", "cpu")
+    res = run(
+        "bench",
+        out,
+        "--no-baseline",
+        "--iterations",
+        "1",
+        "--warmup",
+        "0",
+        "--decode-tokens",
+        "2",
+        "--prompt-lengths",
+        "8,16",
+        "--provider",
+        "cpu",
+    )
     assert res.exit_code == 0, res.output
     assert_whole(["cpu", "prefill b1_s8", "prefill b1_s16", "decode tok/s", "vs pytorch", "peak RSS MB"], res.stdout)
     assert_within(res.stdout, skip=("benchmark (",))

@@ -75,8 +75,12 @@ def test_optimize_subcommands_are_the_registry():
 def test_a_method_registered_in_the_table_appears_in_the_cli(monkeypatch):
     from gptctl.cli.optimize import build_app
 
-    fake = optimize_registry.Method("gptctl.optimize.prune", "gptctl.optimize.options:PruneOptions",
-                                    "Throwaway method registered by a test.", "sparsity")
+    fake = optimize_registry.Method(
+        "gptctl.optimize.prune",
+        "gptctl.optimize.options:PruneOptions",
+        "Throwaway method registered by a test.",
+        "sparsity",
+    )
     monkeypatch.setitem(optimize_registry.REGISTRY, "throwaway", fake)
     app = build_app()
     assert "throwaway" in get_command(app).list_commands(None)

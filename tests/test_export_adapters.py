@@ -18,8 +18,13 @@ def _make_adapter(kind, base_dir, out_dir):
     torch.manual_seed(1)
     model = AutoModelForCausalLM.from_pretrained(base_dir)
     if kind == "lora":
-        cfg = LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"], task_type=TaskType.CAUSAL_LM,
-                         init_lora_weights=False)
+        cfg = LoraConfig(
+            r=4,
+            lora_alpha=16,
+            target_modules=["q_proj", "v_proj", "down_proj"],
+            task_type=TaskType.CAUSAL_LM,
+            init_lora_weights=False,
+        )
     else:
         cfg = PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=6)
     peft_model = get_peft_model(model, cfg)
@@ -28,8 +33,11 @@ def _make_adapter(kind, base_dir, out_dir):
             peft_model.prompt_encoder["default"].embedding.weight.normal_(0, 2.0)
     peft_model.save_pretrained(out_dir)
     AutoTokenizer.from_pretrained(base_dir).save_pretrained(out_dir)
-    Manifest(step="optimize", method="lora" if kind == "lora" else "prompt-tuning",
-             inputs={"model": {"spec": str(base_dir), "kind": "hf-dir"}}).write(out_dir)
+    Manifest(
+        step="optimize",
+        method="lora" if kind == "lora" else "prompt-tuning",
+        inputs={"model": {"spec": str(base_dir), "kind": "hf-dir"}},
+    ).write(out_dir)
     return peft_model.eval()
 
 
@@ -38,7 +46,9 @@ def _generate(model, ids, n=10):
 
     x = torch.tensor(ids)
     with torch.inference_mode():
-        seq = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=n, min_new_tokens=n, do_sample=False)
+        seq = model.generate(
+            input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=n, min_new_tokens=n, do_sample=False
+        )
     return seq[:, -n:].tolist()
 
 
@@ -64,7 +74,7 @@ def test_adapter_export_reproduces_peft_generation(kind, tiny_llama, tmp_path):
     ids = [[5, 17, 33, 80, 99, 120, 7]]
     x = torch.tensor(ids)
     with torch.inference_mode():
-        adapter_logits = peft_model(input_ids=x).logits[:, -len(ids[0]):]
+        adapter_logits = peft_model(input_ids=x).logits[:, -len(ids[0]) :]
         base_logits = base(input_ids=x).logits
     # The adapter really changes the model, so matching it is not matching the base model by accident.
     assert float((adapter_logits - base_logits).abs().max()) > 1e-2
@@ -87,8 +97,8 @@ def test_prompt_folding_matches_peft_logits_with_cache(tiny_gpt2, tmp_path):
     """GPT-2 (learned positions): prefill and cached decode logits equal peft's, per step."""
     import torch
 
-    from gptctl.runtime.session import OrtCausalLM
     from gptctl.export import export_model
+    from gptctl.runtime.session import OrtCausalLM
 
     adapter = tmp_path / "prompt-adapter"
     peft_model = _make_adapter("prompt", tiny_gpt2, adapter)
@@ -101,4 +111,7 @@ def test_prompt_folding_matches_peft_logits_with_cache(tiny_gpt2, tmp_path):
     assert np.abs(out["logits"] - ref).max() < 1e-4
     # The cache handed back excludes the virtual tokens: callers see a plain decoder.
     assert out["present.0.key"].shape[2] == ids.shape[1]
-    assert _generate(peft_model, ids.tolist(), 6) == lm.greedy(ids, 6, suppress_ids=[peft_model.get_base_model().config.eos_token_id]).tolist()
+    assert (
+        _generate(peft_model, ids.tolist(), 6)
+        == lm.greedy(ids, 6, suppress_ids=[peft_model.get_base_model().config.eos_token_id]).tolist()
+    )

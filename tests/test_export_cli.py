@@ -26,7 +26,9 @@ def test_export_json_prints_manifest(runner, tiny_llama, tmp_path):
 def test_export_table_output(runner, tiny_gpt2, tmp_path):
     res = runner.invoke(app, ["export", "-m", str(tiny_gpt2), "-o", str(tmp_path / "onnx")])
     assert res.exit_code == 0, res.output
-    assert "present values" in res.stdout and "identical" in res.stdout  # a row per kind (tests/test_cli_narrow_output.py)
+    assert (
+        "present values" in res.stdout and "identical" in res.stdout
+    )  # a row per kind (tests/test_cli_narrow_output.py)
 
 
 def test_tiny_atol_exits_1_with_figures(runner, tiny_gpt2, tmp_path):
@@ -37,13 +39,16 @@ def test_tiny_atol_exits_1_with_figures(runner, tiny_gpt2, tmp_path):
     assert not (tmp_path / "onnx").exists()
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--model", "/nonexistent/model"], "not found"),
-    (["--quantize", "int3"], "quantize"),
-    (["--block-size", "48"], "power of two"),
-    (["--provider", "rocm"], "provider"),
-    (["--eval-data", "/nonexistent.txt", "--quantize", "int4"], "no such file"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--model", "/nonexistent/model"], "not found"),
+        (["--quantize", "int3"], "quantize"),
+        (["--block-size", "48"], "power of two"),
+        (["--provider", "rocm"], "provider"),
+        (["--eval-data", "/nonexistent.txt", "--quantize", "int4"], "no such file"),
+    ],
+)
 def test_bad_input_exits_2_without_traceback(runner, tiny_gpt2, tmp_path, args, words):
     base = ["export", "--output", str(tmp_path / "onnx")]
     if "--model" not in args:
@@ -55,7 +60,9 @@ def test_bad_input_exits_2_without_traceback(runner, tiny_gpt2, tmp_path, args, 
 
 
 def test_require_unavailable_provider_exits_1_before_exporting(runner, tiny_gpt2, tmp_path):
-    res = runner.invoke(app, ["export", "-m", str(tiny_gpt2), "-o", str(tmp_path / "onnx"), "--require-provider", "cuda"])
+    res = runner.invoke(
+        app, ["export", "-m", str(tiny_gpt2), "-o", str(tmp_path / "onnx"), "--require-provider", "cuda"]
+    )
     assert res.exit_code == 1
     assert "required execution provider not active: cuda" in res.stderr
     assert "CUDAExecutionProvider" in res.stderr  # the reason ORT gave
@@ -66,10 +73,12 @@ def test_help_does_not_import_heavy_libraries():
     import subprocess
     import sys
 
-    code = ("import sys; from typer.testing import CliRunner; from gptctl.cli.app import app; "
-            "r = CliRunner().invoke(app, ['export', '--help']); assert r.exit_code == 0, r.output; "
-            "r = CliRunner().invoke(app, ['bench', '--help']); assert r.exit_code == 0, r.output; "
-            "import gptctl.export, gptctl.bench; "
-            "bad = [m for m in ('torch', 'transformers', 'onnxruntime', 'optimum', 'peft', 'onnx') if m in sys.modules]; "
-            "assert not bad, bad")
+    code = (
+        "import sys; from typer.testing import CliRunner; from gptctl.cli.app import app; "
+        "r = CliRunner().invoke(app, ['export', '--help']); assert r.exit_code == 0, r.output; "
+        "r = CliRunner().invoke(app, ['bench', '--help']); assert r.exit_code == 0, r.output; "
+        "import gptctl.export, gptctl.bench; "
+        "bad = [m for m in ('torch', 'transformers', 'onnxruntime', 'optimum', 'peft', 'onnx') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

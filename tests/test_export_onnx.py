@@ -65,7 +65,9 @@ def test_gptctl_greedy_loop_matches_pytorch(exported):
     eos = torch_model.generation_config.eos_token_id
     ours = lm.greedy(ids, 6, suppress_ids=[eos])
     x = torch.from_numpy(ids)
-    ref = torch_model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=6, min_new_tokens=6, do_sample=False)
+    ref = torch_model.generate(
+        x, attention_mask=torch.ones_like(x), max_new_tokens=6, min_new_tokens=6, do_sample=False
+    )
     assert ours[0].tolist() == ref[0, -6:].tolist()
     # IO binding (used on CUDA) gives the same tokens on CPU.
     lm.io_binding = True
@@ -99,6 +101,8 @@ def test_optimize_applies_fusions_and_still_validates(arch, fused, tiny_model_fa
 
 
 def test_optimize_reports_unsupported_architecture(tiny_model_factory, tmp_path):
-    manifest = export_model({"model": str(tiny_model_factory("opt")), "output": str(tmp_path / "opt"), "optimize": True})
+    manifest = export_model(
+        {"model": str(tiny_model_factory("opt")), "output": str(tmp_path / "opt"), "optimize": True}
+    )
     assert manifest["optimization"]["applied"] is False and "opt" in manifest["optimization"]["reason"]
     assert manifest["validation"]["passed"]

@@ -70,12 +70,17 @@ def test_quantized_export_runs_the_quantize_passes_and_writes_a_model_card(tiny_
     eval_file = tmp_path / "eval.txt"
     eval_file.write_text(EVAL_TEXT)
     out = tmp_path / "o"
-    manifest = export_model({"model": str(tiny_llama), "output": str(out), "quantize": "int4",
-                             "eval_data": str(eval_file)})
+    manifest = export_model(
+        {"model": str(tiny_llama), "output": str(out), "quantize": "int4", "eval_data": str(eval_file)}
+    )
     by_name = {p["name"]: p for p in manifest["passes"]}
     assert by_name["quantize"]["ran"] and by_name["perplexity_quantized"]["ran"] and by_name["compare_converted"]["ran"]
-    assert by_name["tie_lm_head"] == {"name": "tie_lm_head", "ran": False, "seconds": 0.0,
-                                      "reason": "untied for quantization"}
+    assert by_name["tie_lm_head"] == {
+        "name": "tie_lm_head",
+        "ran": False,
+        "seconds": 0.0,
+        "reason": "untied for quantization",
+    }
     assert manifest["metrics"]["lm_head"] == "untied for quantization" and manifest["quantization"]["method"] == "int4"
     assert manifest["metrics"]["quantize_s"] == by_name["quantize"]["seconds"]
     card = (out / "README.md").read_text()
@@ -111,11 +116,15 @@ def test_failed_shape_inference_leaves_no_scratch_file_in_cwd(tmp_path, monkeypa
     from gptctl.export.shapes import share_shape_computations
 
     monkeypatch.chdir(tmp_path)
-    graph = helper.make_graph([helper.make_node("NoSuchOp", ["x"], ["y"], domain="example.custom"),
-                               helper.make_node("Shape", ["y"], ["s"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
-                              [helper.make_tensor_value_info("s", TensorProto.INT64, [1])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("example.custom", 1)])
+    graph = helper.make_graph(
+        [helper.make_node("NoSuchOp", ["x"], ["y"], domain="example.custom"), helper.make_node("Shape", ["y"], ["s"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
+        [helper.make_tensor_value_info("s", TensorProto.INT64, [1])],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("example.custom", 1)]
+    )
     report = share_shape_computations(model)
     assert report["applied"] is False
     assert list(tmp_path.iterdir()) == []
@@ -161,8 +170,10 @@ def test_registry_imports_nothing_heavy():
     import subprocess
     import sys
 
-    code = ("import sys; import gptctl.export.quant.registry; "
-            "bad = [m for m in ('numpy', 'onnx', 'onnxruntime', 'torch') if m in sys.modules]; assert not bad, bad")
+    code = (
+        "import sys; import gptctl.export.quant.registry; "
+        "bad = [m for m in ('numpy', 'onnx', 'onnxruntime', 'torch') if m in sys.modules]; assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -173,10 +184,13 @@ def test_embedding_quantizer_restores_the_logger_level():
     from gptctl.export.quant.embedding import quantize_embedding
 
     table = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32)
-    graph = helper.make_graph([helper.make_node("Gather", ["E", "ids"], ["y"])], "g",
-                              [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 3])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 32])],
-                              [numpy_helper.from_array(table, "E")])
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["E", "ids"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 32])],
+        [numpy_helper.from_array(table, "E")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
     logger = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
     logger.setLevel(logging.INFO)

@@ -4,25 +4,39 @@ import pytest
 
 from gptctl.errors import CheckFailed
 
-EVAL_TEXT = ("The patient was given aspirin for the headache and rested at home. "
-             "A nurse measured the blood pressure twice before the visit ended. ") * 3
+EVAL_TEXT = (
+    "The patient was given aspirin for the headache and rested at home. "
+    "A nurse measured the blood pressure twice before the visit ended. "
+) * 3
 
 
 def _figures(top1=0.9, prefix=0.5):
-    return {"logits_max_abs_diff": 1.0, "top1_agreement": top1, "greedy_agreement": prefix,
-            "greedy_prefix_agreement": prefix, "greedy_tokens": 8, "positions": 24}
+    return {
+        "logits_max_abs_diff": 1.0,
+        "top1_agreement": top1,
+        "greedy_agreement": prefix,
+        "greedy_prefix_agreement": prefix,
+        "greedy_tokens": 8,
+        "positions": 24,
+    }
 
 
 def test_check_converted_passes_and_fails_on_each_threshold():
     from gptctl.export.validate import check_converted
 
-    ok = check_converted(_figures(), min_top1=0.8, min_greedy_prefix=0.25, max_ppl_ratio=1.1, ppl_ratio=1.05, what="int4")
+    ok = check_converted(
+        _figures(), min_top1=0.8, min_greedy_prefix=0.25, max_ppl_ratio=1.1, ppl_ratio=1.05, what="int4"
+    )
     assert ok["passed"] is True and ok["thresholds"]["max_ppl_ratio"] == 1.1
-    for figures, ratio, word in ((_figures(top1=0.7), 1.0, "top-1"), (_figures(prefix=0.125), 1.0, "greedy prefix"),
-                                 (_figures(), 1.2, "perplexity ratio")):
+    for figures, ratio, word in (
+        (_figures(top1=0.7), 1.0, "top-1"),
+        (_figures(prefix=0.125), 1.0, "greedy prefix"),
+        (_figures(), 1.2, "perplexity ratio"),
+    ):
         with pytest.raises(CheckFailed, match=word) as err:
-            check_converted(figures, min_top1=0.8, min_greedy_prefix=0.25, max_ppl_ratio=1.1, ppl_ratio=ratio,
-                            what="int4")
+            check_converted(
+                figures, min_top1=0.8, min_greedy_prefix=0.25, max_ppl_ratio=1.1, ppl_ratio=ratio, what="int4"
+            )
         assert err.value.exit_code == 1
 
 
@@ -57,7 +71,10 @@ def test_export_gate_passes_then_fails_on_a_graph_that_differs(tiny_llama, tmp_p
     manifest = export_model({**common, "output": str(tmp_path / "ok")})  # the default thresholds
     gate = manifest["validation"]["converted_vs_fp32"]
     assert manifest["validation"]["passed"] is True and gate["passed"] is True
-    assert gate["ppl_ratio"] == manifest["metrics"]["ppl_ratio"] and "shipped int4" in manifest["validation"]["checked_graph"]
+    assert (
+        gate["ppl_ratio"] == manifest["metrics"]["ppl_ratio"]
+        and "shipped int4" in manifest["validation"]["checked_graph"]
+    )
     monkeypatch.setattr(quant, "load_method", lambda name: _Damaged())
     with pytest.raises(CheckFailed, match="differs too much") as err:
         export_model({**common, "output": str(tmp_path / "bad")})

@@ -57,8 +57,10 @@ def test_importance_moves_error_off_important_channels():
     grid = rows_grid(symmetric_search)
     plain = dequantize_parts(*grid(w, 4, 32, None), w.shape[0])
     weighted = dequantize_parts(*grid(w, 4, 32, {"importance": imp}), w.shape[0])
+
     def werr(wq):
         return float((imp[:, None] * (wq - w) ** 2).sum())
+
     assert werr(weighted) < werr(plain)
 
 
@@ -73,8 +75,10 @@ def test_gptq_lowers_output_error_against_search():
     w = rng.standard_normal((k, n)) * 0.05
     h = x.T @ x / len(x)
     stats = {"importance": np.diag(h), "hessian": h}
+
     def out_err(grid):
         return float(((x @ (dequantize_parts(*grid(w, 4, 32, stats), k) - w)) ** 2).mean())
+
     assert out_err(gptq_grid) < out_err(rows_grid(symmetric_search))
 
 
@@ -97,9 +101,18 @@ def test_method_exports_validates_and_manifests(method, tiny_llama, tmp_path):
     cal = tmp_path / "cal.txt"
     cal.write_text(CALIBRATION_TEXT)
     out = tmp_path / "onnx"
-    manifest = export_model({"model": str(tiny_llama), "output": str(out), "quantize": method,
-                             "calibration_data": str(cal), "eval_data": str(cal),
-                             "min_top1_agreement": 0, "min_greedy_prefix": 0, "max_ppl_ratio": 100})
+    manifest = export_model(
+        {
+            "model": str(tiny_llama),
+            "output": str(out),
+            "quantize": method,
+            "calibration_data": str(cal),
+            "eval_data": str(cal),
+            "min_top1_agreement": 0,
+            "min_greedy_prefix": 0,
+            "max_ppl_ratio": 100,
+        }
+    )
     q = manifest["quantization"]
     assert q["method"] == method and q["calibration"]["tokens"] > 10
     assert q["matmuls_quantized"] == q["matmuls_total"]
@@ -124,11 +137,13 @@ def test_tied_embedding_is_stored_once(tiny_model_factory, tmp_path):
 
     model = tiny_model_factory("qwen2")  # tiny qwen2 ties its embedding and LM head
     import json
+
     if not json.loads((model / "config.json").read_text()).get("tie_word_embeddings"):
         pytest.skip("the tiny qwen2 does not tie its embedding")
     out = tmp_path / "onnx"
-    manifest = export_model({"model": str(model), "output": str(out), "quantize": "int4",
-                             "min_top1_agreement": 0, "min_greedy_prefix": 0})
+    manifest = export_model(
+        {"model": str(model), "output": str(out), "quantize": "int4", "min_top1_agreement": 0, "min_greedy_prefix": 0}
+    )
     q = manifest["quantization"]
     assert q["tied_embedding_shared"] and q["lm_head_bits"] == 8
     graph = onnx.load(str(out / "model.onnx"), load_external_data=False)
@@ -152,11 +167,13 @@ def test_int4_keeps_a_gguf_grid_exact(tiny_llama, tmp_path):
     j = rng.integers(0, 16, (k, n))
     j[::bs], j[1::bs] = 0, 15  # as Q4_1 sets them: each block's min and max are levels 0 and 15
     w = (np.repeat(d, bs, 0) * j + np.repeat(m, bs, 0)).astype(np.float32)
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["logits_pre"]),
-                               helper.make_node("Identity", ["logits_pre"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, k])],
-                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, n])],
-                              [numpy_helper.from_array(w, "W")])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["logits_pre"]), helper.make_node("Identity", ["logits_pre"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, k])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, n])],
+        [numpy_helper.from_array(w, "W")],
+    )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
     opts = type("Opts", (), {"block_size": bs, "head_bits": 8})()
     proto, report = INT4.quantize(proto, opts, calibration=None)

@@ -19,7 +19,9 @@ def test_quantized_export_reports_perplexity(bits, tiny_llama, tmp_path):
     eval_file = tmp_path / "eval.txt"
     eval_file.write_text(EVAL_TEXT)
     out = tmp_path / "onnx"
-    manifest = export_model({"model": str(tiny_llama), "output": str(out), "quantize": bits, "eval_data": str(eval_file)})
+    manifest = export_model(
+        {"model": str(tiny_llama), "output": str(out), "quantize": bits, "eval_data": str(eval_file)}
+    )
     m = manifest["metrics"]
     assert m["ppl_fp32"] > 1 and m["ppl_quantized"] > 1 and m["eval_tokens"] > 10
     assert m["ppl_ratio"] == pytest.approx(m["ppl_quantized"] / m["ppl_fp32"], rel=1e-3)
@@ -69,16 +71,22 @@ def test_eval_data_problems_are_bad_input(tiny_llama, tmp_path):
     bad = tmp_path / "eval.jsonl"
     bad.write_text('{"text": "fine"}\n{"nope": 1}\n')
     with pytest.raises(BadInput, match=r"eval.jsonl:2"):
-        export_model({"model": str(tiny_llama), "output": str(tmp_path / "o"), "quantize": "int4", "eval_data": str(bad)})
+        export_model(
+            {"model": str(tiny_llama), "output": str(tmp_path / "o"), "quantize": "int4", "eval_data": str(bad)}
+        )
     assert not (tmp_path / "o").exists()
 
 
 def _matmul_graph(w, k, n):
     from onnx import TensorProto, helper, numpy_helper
 
-    g = helper.make_graph([helper.make_node("MatMul", ["A", "W"], ["Y"])], "g",
-                          [helper.make_tensor_value_info("A", TensorProto.FLOAT, [2, 3, k])],
-                          [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [2, 3, n])], [numpy_helper.from_array(w, "W")])
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["A", "W"], ["Y"])],
+        "g",
+        [helper.make_tensor_value_info("A", TensorProto.FLOAT, [2, 3, k])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [2, 3, n])],
+        [numpy_helper.from_array(w, "W")],
+    )
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
     return model
@@ -140,7 +148,8 @@ def test_export_perplexity_is_optimize_perplexity(tiny_llama, tmp_path):
     tok = load_tokenizer(source)
     data = tokenize(read_records(eval_file), tok, max_length=512, packing=False, path=str(eval_file), for_eval=True)
     torch_ppl = perplexity(load_causal_lm(source), data, batch_size=4, pad_id=tok.pad_token_id or 0)
-    m = export_model({"model": str(tiny_llama), "output": str(tmp_path / "o"), "quantize": "int8",
-                      "eval_data": str(eval_file)})["metrics"]
+    m = export_model(
+        {"model": str(tiny_llama), "output": str(tmp_path / "o"), "quantize": "int8", "eval_data": str(eval_file)}
+    )["metrics"]
     assert len(data.samples) > 3 and m["eval_tokens"] == torch_ppl["tokens"]
     assert m["ppl_fp32"] == pytest.approx(torch_ppl["ppl"], rel=1e-4)

@@ -27,7 +27,9 @@ def test_tampered_graph_fails_validation_with_figures(tiny_llama, tmp_path):
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
     tok = AutoTokenizer.from_pretrained(tiny_llama)
-    v = validate_decoder(tampered, TorchReference(model), tok, atol=1e-3, greedy_tokens=8, vocab_size=model.config.vocab_size)
+    v = validate_decoder(
+        tampered, TorchReference(model), tok, atol=1e-3, greedy_tokens=8, vocab_size=model.config.vocab_size
+    )
     assert v["passed"] is False and v["max_abs_diff"] > 1e-3
     with pytest.raises(CheckFailed) as err:
         raise_if_failed(v)

@@ -13,13 +13,27 @@ ROOT = Path(__file__).resolve().parents[1] / "gptctl"
 # Rank of each top-level module/package: it may import only from ranks at or below its own, and the step
 # packages (rank 4) not from each other: what they share moves down.
 RANKS = {
-    "__init__": 0, "errors": 0, "progress": 0,
-    "yamlfile": 1, "outputs": 1, "manifest": 1, "logs": 1,
-    "options": 2, "catalog": 2, "model_source": 2,
-    "runtime": 3, "evaluation": 3,
-    "export": 4, "optimize": 4, "selection": 4, "bench": 4, "serve": 4,
-    "recipe": 5, "tune": 5,
-    "cli": 6, "__main__": 6,
+    "__init__": 0,
+    "errors": 0,
+    "progress": 0,
+    "yamlfile": 1,
+    "outputs": 1,
+    "manifest": 1,
+    "logs": 1,
+    "options": 2,
+    "catalog": 2,
+    "model_source": 2,
+    "runtime": 3,
+    "evaluation": 3,
+    "export": 4,
+    "optimize": 4,
+    "selection": 4,
+    "bench": 4,
+    "serve": 4,
+    "recipe": 5,
+    "tune": 5,
+    "cli": 6,
+    "__main__": 6,
 }
 SIDEWAYS_FORBIDDEN = 4
 
@@ -76,6 +90,7 @@ def test_imports_run_downward_only():
 
 def test_no_import_cycle_between_modules():
     """Module-level imports (not those inside functions) form no cycle."""
+
     def name(f: Path) -> str:
         return ".".join(f.relative_to(ROOT.parent).with_suffix("").parts).removesuffix(".__init__")
 
@@ -97,7 +112,7 @@ def test_no_import_cycle_between_modules():
         if seen.get(mod) == 2:
             return
         if seen.get(mod) == 1:
-            cycle = stack[stack.index(mod):] + [mod]
+            cycle = stack[stack.index(mod) :] + [mod]
             pytest.fail("import cycle: " + " -> ".join(cycle))
         seen[mod] = 1
         for dep in sorted(graph.get(mod, ())):

@@ -4,8 +4,6 @@ import getpass
 import os
 import tempfile
 
-import pytest
-
 SMALL = {"provider": ["cpu"], "threads": 1, "iterations": 1, "warmup": 0, "decode_tokens": 2, "prompt_lengths": [8]}
 
 

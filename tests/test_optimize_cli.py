@@ -12,9 +12,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from tiny_models import CORPUS
-
 from gptctl.cli.app import app
+
+from tiny_models import CORPUS
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -46,8 +46,21 @@ def _run(*args):
 
 def test_json_prints_the_manifest(files, tmp_path):
     out = tmp_path / "o"
-    code, stdout, stderr = _run("optimize", "lora", "--model", files["model"], "--data", str(files["dir"] / "train.jsonl"),
-                                "--eval-split", "0.2", "--max-steps", "2", "--output", str(out), "--json")
+    code, stdout, stderr = _run(
+        "optimize",
+        "lora",
+        "--model",
+        files["model"],
+        "--data",
+        str(files["dir"] / "train.jsonl"),
+        "--eval-split",
+        "0.2",
+        "--max-steps",
+        "2",
+        "--output",
+        str(out),
+        "--json",
+    )
     assert code == 0, stderr
     manifest = json.loads(stdout)
     assert manifest == json.loads((out / "gptctl.json").read_text())
@@ -55,8 +68,18 @@ def test_json_prints_the_manifest(files, tmp_path):
 
 
 def test_summary_table(files, tmp_path):
-    code, stdout, stderr = _run("optimize", "prune", "--model", files["model"], "--ratio", "0.4",
-                                "--eval-data", str(files["dir"] / "train.jsonl"), "--output", str(tmp_path / "p"))
+    code, stdout, stderr = _run(
+        "optimize",
+        "prune",
+        "--model",
+        files["model"],
+        "--ratio",
+        "0.4",
+        "--eval-data",
+        str(files["dir"] / "train.jsonl"),
+        "--output",
+        str(tmp_path / "p"),
+    )
     assert code == 0, stderr
     assert "perplexity" in stdout and "realised 0.4" in stdout
 
@@ -87,7 +110,9 @@ def test_bad_input_exits_2_with_one_sentence(case, files, tmp_path):
         args += ["--model", files["model"]]
     if "--output" not in args:
         args += ["--output", str(tmp_path / "out")]
-    code, stdout, stderr = _run("optimize", *args, "--max-steps", "1") if args[0] != "prune" else _run("optimize", *args)
+    code, stdout, stderr = (
+        _run("optimize", *args, "--max-steps", "1") if args[0] != "prune" else _run("optimize", *args)
+    )
     assert code == 2, (stdout, stderr)
     assert "Traceback" not in stdout + stderr
     assert expected in " ".join(stderr.split()), stderr
@@ -95,26 +120,59 @@ def test_bad_input_exits_2_with_one_sentence(case, files, tmp_path):
 
 
 def test_help_does_not_import_torch():
-    code = ("import sys, runpy; sys.argv = ['gptctl', 'optimize', 'lora', '--help']\n"
-            "try:\n    runpy.run_module('gptctl', run_name='__main__')\nexcept SystemExit:\n    pass\n"
-            "assert 'torch' not in sys.modules, 'torch imported'\nprint('OK')")
+    code = (
+        "import sys, runpy; sys.argv = ['gptctl', 'optimize', 'lora', '--help']\n"
+        "try:\n    runpy.run_module('gptctl', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\nprint('OK')"
+    )
     env = {**os.environ, "COLUMNS": "100"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0 and out.stdout.strip().endswith("OK"), out.stderr
     assert "--num-virtual-tokens" not in out.stdout and "--rank" in out.stdout
 
 
-@pytest.mark.skipif(shutil.which("accelerate") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "accelerate")),
-                    reason="accelerate CLI not installed")
+@pytest.mark.skipif(
+    shutil.which("accelerate") is None
+    and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "accelerate")),
+    reason="accelerate CLI not installed",
+)
 def test_accelerate_two_processes_on_cpu(files, tmp_path):
     """`accelerate launch --num_processes 2` runs one data-parallel job over gloo; both ranks train."""
     launcher = shutil.which("accelerate") or os.path.join(os.path.dirname(sys.executable), "accelerate")
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_DISABLE_RICH": "1"}
-    cmd = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "--main_process_port", "29517", "-m", "gptctl", "optimize", "lora",
-           "--model", files["model"], "--data", str(files["dir"] / "train.jsonl"), "--eval-split", "0.2",
-           "--max-steps", "3", "--batch-size", "2", "--output", str(out), "--json"]
+    cmd = [
+        launcher,
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29517",
+        "-m",
+        "gptctl",
+        "optimize",
+        "lora",
+        "--model",
+        files["model"],
+        "--data",
+        str(files["dir"] / "train.jsonl"),
+        "--eval-split",
+        "0.2",
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "2",
+        "--output",
+        str(out),
+        "--json",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     manifest = json.loads(done.stdout)  # only rank 0 prints

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tiny_models import ARCHITECTURES
-
 from gptctl.optimize.data import IGNORE, Sample, collate
 from gptctl.optimize.loss import CausalLMLoss
+
+from tiny_models import ARCHITECTURES
 
 SAMPLES = [
     Sample(list(range(5, 25)), [IGNORE] * 5 + list(range(10, 25))),  # prompt positions carry no loss

@@ -8,12 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tiny_models import ARCHITECTURES, CORPUS
-
 from gptctl.manifest import sha256_path
 from gptctl.model_source import load_causal_lm, resolve_model
 from gptctl.optimize import METHODS, optimize, options_model
 from gptctl.optimize.targets import block_linears
+
+from tiny_models import ARCHITECTURES, CORPUS
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -44,9 +44,33 @@ def test_public_contract():
     assert METHODS == ("lora", "prompt-tuning", "prune")
     for m in METHODS:
         fields = options_model(m).model_fields
-        assert {"model", "data", "eval_data", "eval_split", "max_length", "packing", "output", "overwrite", "seed"} <= set(fields)
-    assert {"rank", "alpha", "dropout", "target_modules", "lr", "epochs", "max_steps", "batch_size", "grad_accum", "warmup",
-            "weight_decay", "gradient_checkpointing", "merge", "resume"} <= set(options_model("lora").model_fields)
+        assert {
+            "model",
+            "data",
+            "eval_data",
+            "eval_split",
+            "max_length",
+            "packing",
+            "output",
+            "overwrite",
+            "seed",
+        } <= set(fields)
+    assert {
+        "rank",
+        "alpha",
+        "dropout",
+        "target_modules",
+        "lr",
+        "epochs",
+        "max_steps",
+        "batch_size",
+        "grad_accum",
+        "warmup",
+        "weight_decay",
+        "gradient_checkpointing",
+        "merge",
+        "resume",
+    } <= set(options_model("lora").model_fields)
     assert {"num_virtual_tokens", "init_text"} <= set(options_model("prompt-tuning").model_fields)
     assert {"ratio", "method", "scope", "structure"} <= set(options_model("prune").model_fields)
 
@@ -58,8 +82,20 @@ def test_lora_learns_and_leaves_the_base_alone(arch, tiny_model_factory, corpus,
     original = _weights(_load(base))
     out = tmp_path / "lora"
     # One batch holds the whole corpus, so every step sees the same data and the loss must fall.
-    manifest = optimize("lora", {"model": str(base), "data": str(corpus), "eval_data": str(corpus), "output": str(out),
-                                 "batch_size": 32, "max_steps": 8, "lr": 1e-2, "dropout": 0.0, "merge": True})
+    manifest = optimize(
+        "lora",
+        {
+            "model": str(base),
+            "data": str(corpus),
+            "eval_data": str(corpus),
+            "output": str(out),
+            "batch_size": 32,
+            "max_steps": 8,
+            "lr": 1e-2,
+            "dropout": 0.0,
+            "merge": True,
+        },
+    )
     m = manifest["metrics"]
     assert m["loss_last"] < m["loss_first"]
     assert m["ppl_after"] < m["ppl_before"] and m["ppl_change_pct"] < 0
@@ -92,9 +128,19 @@ def test_prompt_tuning_trains_only_the_virtual_tokens(arch, tiny_model_factory, 
     base = tiny_model_factory(arch)
     original = _weights(_load(base))
     out = tmp_path / "pt"
-    manifest = optimize("prompt-tuning", {"model": str(base), "data": str(corpus), "eval_split": 0.25, "output": str(out),
-                                          "batch_size": 32, "max_steps": 6, "num_virtual_tokens": 5,
-                                          "init_text": "The patient"})
+    manifest = optimize(
+        "prompt-tuning",
+        {
+            "model": str(base),
+            "data": str(corpus),
+            "eval_split": 0.25,
+            "output": str(out),
+            "batch_size": 32,
+            "max_steps": 6,
+            "num_virtual_tokens": 5,
+            "init_text": "The patient",
+        },
+    )
     m = manifest["metrics"]
     hidden = resolve_and_config(base)
     assert m["trainable_params"] == 5 * hidden
@@ -151,8 +197,17 @@ def test_prune_hits_the_ratio_in_every_layer_and_nowhere_else(arch, tiny_model_f
 def test_prune_2_4_wanda_pattern(arch, tiny_model_factory, corpus, tmp_path):
     base = tiny_model_factory(arch)
     out = tmp_path / "pruned"
-    m = optimize("prune", {"model": str(base), "method": "wanda", "structure": "2:4", "data": str(corpus),
-                           "calib_samples": 8, "output": str(out)})["metrics"]
+    m = optimize(
+        "prune",
+        {
+            "model": str(base),
+            "method": "wanda",
+            "structure": "2:4",
+            "data": str(corpus),
+            "calib_samples": 8,
+            "output": str(out),
+        },
+    )["metrics"]
     assert m["sparsity_requested"] == 0.5 and m["sparsity_realised"] == 0.5 and m["calibration_s"] is not None
     pruned = _load(out)
     for name, module in block_linears(pruned):
@@ -164,11 +219,15 @@ def test_prune_2_4_wanda_pattern(arch, tiny_model_factory, corpus, tmp_path):
 
 def test_prune_global_scope_and_wanda_beat_nothing(tiny_model_factory, corpus, tmp_path):
     base = tiny_model_factory("llama")
-    g = optimize("prune", {"model": str(base), "ratio": 0.5, "scope": "global", "output": str(tmp_path / "g")})["metrics"]
+    g = optimize("prune", {"model": str(base), "ratio": 0.5, "scope": "global", "output": str(tmp_path / "g")})[
+        "metrics"
+    ]
     assert abs(g["sparsity_realised"] - 0.5) < 0.001
     assert len({round(v["sparsity"], 3) for v in g["per_layer"].values()}) > 1  # one threshold, layers differ
-    w = optimize("prune", {"model": str(base), "ratio": 0.5, "method": "wanda", "data": str(corpus),
-                           "output": str(tmp_path / "w")})["metrics"]
+    w = optimize(
+        "prune",
+        {"model": str(base), "ratio": 0.5, "method": "wanda", "data": str(corpus), "output": str(tmp_path / "w")},
+    )["metrics"]
     assert all(abs(v["sparsity"] - 0.5) < 0.01 for v in w["per_layer"].values())
 
 
@@ -214,8 +273,15 @@ class _StopAt:
 
 def test_resume_continues_from_the_saved_step(tiny_model_factory, corpus, tmp_path):
     base = tiny_model_factory("llama")
-    opts = {"model": str(base), "data": str(corpus), "batch_size": 4, "max_steps": 6, "lr": 5e-3, "dropout": 0.0,
-            "checkpoint_every": 2}
+    opts = {
+        "model": str(base),
+        "data": str(corpus),
+        "batch_size": 4,
+        "max_steps": 6,
+        "lr": 5e-3,
+        "dropout": 0.0,
+        "checkpoint_every": 2,
+    }
     straight = optimize("lora", {**opts, "output": str(tmp_path / "straight")})["metrics"]
 
     out = tmp_path / "resumed"
@@ -257,8 +323,10 @@ def test_gradient_checkpointing_and_accumulation_train_the_same(tiny_model_facto
     plain = optimize("lora", {**opts, "output": str(tmp_path / "a")})["metrics"]
     checkpointed = optimize("lora", {**opts, "gradient_checkpointing": True, "output": str(tmp_path / "b")})["metrics"]
     assert [c[1] for c in checkpointed["loss_curve"]] == pytest.approx([c[1] for c in plain["loss_curve"]], abs=1e-4)
-    accumulated = optimize("lora", {**opts, "batch_size": 2, "grad_accum": 2, "warmup": 1, "weight_decay": 0.01,
-                                    "output": str(tmp_path / "c")})["metrics"]
+    accumulated = optimize(
+        "lora",
+        {**opts, "batch_size": 2, "grad_accum": 2, "warmup": 1, "weight_decay": 0.01, "output": str(tmp_path / "c")},
+    )["metrics"]
     assert accumulated["global_batch_size"] == 4 and accumulated["warmup_steps"] == 1 and accumulated["steps"] == 3
 
 
@@ -272,7 +340,9 @@ def test_a_selection_json_is_an_input_and_its_manifest_the_parent(tiny_model_fac
     Manifest(step="select", metrics={"model": "tiny/opt"}).write(pick)
     manifest = optimize("prune", {"model": str(pick / "selection.json"), "ratio": 0.2, "output": str(tmp_path / "p")})
     assert manifest["parent"]["step"] == "select"
-    assert manifest["inputs"]["model"]["spec"] == str(base.resolve()) and manifest["inputs"]["model"]["kind"] == "hf-dir"
+    assert (
+        manifest["inputs"]["model"]["spec"] == str(base.resolve()) and manifest["inputs"]["model"]["kind"] == "hf-dir"
+    )
 
 
 def test_prune_lm_head_on_request_and_keep_the_stored_dtype(tiny_model_factory, tmp_path):
@@ -281,7 +351,9 @@ def test_prune_lm_head_on_request_and_keep_the_stored_dtype(tiny_model_factory, 
     _load(base).to(torch.bfloat16).save_pretrained(half)
     for f in base.glob("*token*"):
         (half / f.name).write_bytes(f.read_bytes())
-    m = optimize("prune", {"model": str(half), "ratio": 0.4, "include_lm_head": True, "output": str(tmp_path / "p")})["metrics"]
+    m = optimize("prune", {"model": str(half), "ratio": 0.4, "include_lm_head": True, "output": str(tmp_path / "p")})[
+        "metrics"
+    ]
     assert m["lm_head_pruned"] and m["lm_head_tied_to_embeddings"]
     assert abs(m["per_layer"]["lm_head"]["sparsity"] - 0.4) < 0.01 and m["per_layer"]["lm_head"]["requested"] == 0.4
     saved = load_file(tmp_path / "p" / "model.safetensors")
@@ -298,8 +370,18 @@ def test_max_length_is_clamped_to_the_model_context(tiny_model_factory, corpus, 
         def info(self, message):
             infos.append(message)
 
-    m = optimize("prompt-tuning", {"model": str(base), "data": str(corpus), "packing": True, "max_steps": 1,
-                                   "num_virtual_tokens": 8, "eval_data": str(corpus), "output": str(tmp_path / "o")},
-                 progress=Recorder())
+    m = optimize(
+        "prompt-tuning",
+        {
+            "model": str(base),
+            "data": str(corpus),
+            "packing": True,
+            "max_steps": 1,
+            "num_virtual_tokens": 8,
+            "eval_data": str(corpus),
+            "output": str(tmp_path / "o"),
+        },
+        progress=Recorder(),
+    )
     assert any("using 120" in i for i in infos)  # 128 positions less 8 virtual tokens
     assert m["inputs"]["data"]["sequences"] >= m["inputs"]["data"]["tokens"] // 120

@@ -8,8 +8,17 @@ from gptctl.selection import SelectOptions
 
 
 def test_lax_coercions_match_what_pydantic_accepted():
-    o = SelectOptions.model_validate({"top": "3", "instruct": "true", "exportable": 1, "explain": "no",
-                                      "max_params": 1e9, "license": "MIT", "metric": ["mmlu >= 40.0"]})
+    o = SelectOptions.model_validate(
+        {
+            "top": "3",
+            "instruct": "true",
+            "exportable": 1,
+            "explain": "no",
+            "max_params": 1e9,
+            "license": "MIT",
+            "metric": ["mmlu >= 40.0"],
+        }
+    )
     assert o.top == 3 and o.instruct is True and o.exportable is True and o.explain is False
     assert o.max_params == 1_000_000_000 and o.license == ["mit"] and o.metric == ["mmlu>=40"]
 
@@ -20,15 +29,18 @@ def test_defaults_are_fresh_per_instance():
     assert b.domain == [] and SelectOptions().weight == {}
 
 
-@pytest.mark.parametrize("data, field, fragment", [
-    ({"top": "three"}, "top", "expected an integer"),
-    ({"top": True}, "top", "expected an integer"),
-    ({"instruct": "maybe"}, "instruct", "expected true or false"),
-    ({"task": 5}, "task", "expected a string"),
-    ({"domain": [{"a": 1}]}, "domain", "expected a list of strings"),
-    ({"weight": "quality"}, "weight", "not a weight"),
-    ({"min_params": "2b", "max_params": "1b"}, "min_params", "no model can match"),
-])
+@pytest.mark.parametrize(
+    "data, field, fragment",
+    [
+        ({"top": "three"}, "top", "expected an integer"),
+        ({"top": True}, "top", "expected an integer"),
+        ({"instruct": "maybe"}, "instruct", "expected true or false"),
+        ({"task": 5}, "task", "expected a string"),
+        ({"domain": [{"a": 1}]}, "domain", "expected a list of strings"),
+        ({"weight": "quality"}, "weight", "not a weight"),
+        ({"min_params": "2b", "max_params": "1b"}, "min_params", "no model can match"),
+    ],
+)
 def test_each_problem_names_its_field(data, field, fragment):
     inst, problems = option_problems(SelectOptions, data)
     assert inst is None
@@ -72,14 +84,26 @@ def test_model_fields_are_known_before_any_validation():
 
 # ------------------------------------------------------------------ the kinds export/optimize/bench declare
 
+
 def test_floats_choices_bounds_and_split_lists():
     from gptctl.export.options import ExportOptions
 
-    o = ExportOptions.model_validate({"model": "m", "output": "o", "atol": "1e-4", "head_bits": "4", "quantize": "int4",
-                                      "prompt_lengths": ["8,16", 32], "provider": "cpu"})
+    o = ExportOptions.model_validate(
+        {
+            "model": "m",
+            "output": "o",
+            "atol": "1e-4",
+            "head_bits": "4",
+            "quantize": "int4",
+            "prompt_lengths": ["8,16", 32],
+            "provider": "cpu",
+        }
+    )
     assert o.atol == 1e-4 and o.head_bits == 4 and o.prompt_lengths == [8, 16, 32] and o.provider == ["cpu"]
-    _, problems = option_problems(ExportOptions, {"model": "m", "output": "o", "atol": 0, "dtype": "fp8",
-                                                  "prompt_lengths": "8,0", "opset": 9, "block_size": 48})
+    _, problems = option_problems(
+        ExportOptions,
+        {"model": "m", "output": "o", "atol": 0, "dtype": "fp8", "prompt_lengths": "8,0", "opset": 9, "block_size": 48},
+    )
     found = dict(((p[0], m) for p, m in problems))
     assert "greater than 0" in found["atol"] and "'fp32' or 'fp16'" in found["dtype"]
     assert "greater than or equal to 1" in found["prompt_lengths"]

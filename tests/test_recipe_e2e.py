@@ -3,7 +3,6 @@ SmolLM2-135M-Instruct (slow: a few minutes on CPU)."""
 
 import importlib.util
 import json
-import os
 import time
 from pathlib import Path
 
@@ -16,11 +15,16 @@ RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
 # The CI variant of the quickstart: the same recipe, trimmed from the command line.
 QUICKSTART_CI = [
-    "--set", "steps.tune.options.max_steps=1",
-    "--set", "steps.tune.options.max_length=64",
-    "--set", "steps.prune.options.calib_samples=4",
-    "--set", "steps.ship.options.greedy_tokens=4",
-    "--set", "steps.ship.options.decode_tokens=8",
+    "--set",
+    "steps.tune.options.max_steps=1",
+    "--set",
+    "steps.tune.options.max_length=64",
+    "--set",
+    "steps.prune.options.calib_samples=4",
+    "--set",
+    "steps.ship.options.greedy_tokens=4",
+    "--set",
+    "steps.ship.options.decode_tokens=8",
 ]
 
 TINY = """\

@@ -26,15 +26,22 @@ PICK = """\
       HuggingFaceTB/SmolLM2-135M-Instruct: {model}
 """
 
-EXPORT = "name: tinyship\nsteps:\n" + PICK + """\
+EXPORT = (
+    "name: tinyship\nsteps:\n"
+    + PICK
+    + """\
   ship:
     kind: export
     options: {{quantize: int4, eval_data: "{notes}", benchmark: false, greedy_tokens: 4}}
 gates:
   - steps.ship.validation.passed
 """
+)
 
-TUNE = "name: tinytune\nsteps:\n" + PICK + """\
+TUNE = (
+    "name: tinytune\nsteps:\n"
+    + PICK
+    + """\
   tune:
     kind: optimize
     method: lora
@@ -43,6 +50,7 @@ TUNE = "name: tinytune\nsteps:\n" + PICK + """\
 gates:
   - steps.tune.metrics.ppl_after < steps.tune.metrics.ppl_before
 """
+)
 
 
 def _notes(tmp_path: Path) -> Path:

@@ -6,6 +6,7 @@ import pytest
 
 from gptctl.recipe import parse_recipe, run_recipe
 from gptctl.recipe.refs import RefError, apply_override, find_refs, split_override, substitute
+
 from recipe_fakes import FAKE_KINDS
 
 RECIPE = """\
@@ -53,8 +54,15 @@ def test_vars_env_and_recipe_dir_resolve_before_running():
 
 
 def test_set_overrides_values_typed_as_yaml():
-    r = parse(["steps.tune.options.rank=16", "vars.base=/elsewhere", "steps.ship.options.quantize=int4",
-               "steps.tune.options.alpha=0.5", "steps.ship.options.benchmark=false"])
+    r = parse(
+        [
+            "steps.tune.options.rank=16",
+            "vars.base=/elsewhere",
+            "steps.ship.options.quantize=int4",
+            "steps.tune.options.alpha=0.5",
+            "steps.ship.options.benchmark=false",
+        ]
+    )
     tune, ship = r.step("tune").options, r.step("ship").options
     assert tune["rank"] == 16 and tune["alpha"] == 0.5
     assert ship["quantize"] == "int4" and ship["benchmark"] is False
@@ -65,7 +73,10 @@ def test_set_overrides_values_typed_as_yaml():
 
 def test_set_can_replace_a_gate_and_a_step_method():
     text = RECIPE + "gates:\n  - steps.tune.metrics.ppl_after > 1000\n"
-    r = parse(["gates.0=steps.tune.metrics.ppl_after > 0", "steps.tune.method=prune", "steps.tune.options={ratio: 0.5}"], text=text)
+    r = parse(
+        ["gates.0=steps.tune.metrics.ppl_after > 0", "steps.tune.method=prune", "steps.tune.options={ratio: 0.5}"],
+        text=text,
+    )
     assert r.gates == ["steps.tune.metrics.ppl_after > 0"]
     assert r.step("tune").method == "prune"
     assert r.step("tune").options == {"model": "${steps.pick.model}", "ratio": 0.5}
@@ -94,11 +105,17 @@ def test_apply_override_creates_mappings_and_refuses_scalars():
 
 def test_find_refs_and_substitute():
     refs = find_refs("${steps.a.output}/x-${vars.y}-${env:Z:-d}")
-    assert [(r.root, r.parts, r.default) for r in refs] == [("steps", ("a", "output"), None), ("vars", ("y",), None), ("env", ("Z",), "d")]
+    assert [(r.root, r.parts, r.default) for r in refs] == [
+        ("steps", ("a", "output"), None),
+        ("vars", ("y",), None),
+        ("env", ("Z",), "d"),
+    ]
     assert refs[0].is_path and not refs[1].is_path
     values = {"${vars.n}": 3, "${vars.s}": "s", "${vars.b}": True}
-    assert substitute({"a": ["${vars.n}", "n=${vars.n}, ${vars.b}"], "b": "${vars.s}"}, lambda r: values[r.text]) == \
-        {"a": [3, "n=3, true"], "b": "s"}
+    assert substitute({"a": ["${vars.n}", "n=${vars.n}, ${vars.b}"], "b": "${vars.s}"}, lambda r: values[r.text]) == {
+        "a": [3, "n=3, true"],
+        "b": "s",
+    }
 
 
 def test_step_references_resolve_at_run_time(tmp_path):

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import recipe_fakes
 from gptctl.cli.app import app
 from gptctl.recipe import parse_recipe, run_recipe
+
+import recipe_fakes
 
 RECIPE = """\
 name: demo
@@ -126,8 +127,12 @@ def test_moved_workdir_reuses_nothing_but_same_workdir_reuses_all(recipe, tmp_pa
 
 
 def test_failing_gate_exits_1_and_shows_every_gate(recipe):
-    overrides = ["--set", "gates.1=steps.ship.validation.max_abs_diff <= 1e-9",
-                 "--set", "gates.4=steps.ship.benchmark.tpu.decode_tokens_per_s > 1"]
+    overrides = [
+        "--set",
+        "gates.1=steps.ship.validation.max_abs_diff <= 1e-9",
+        "--set",
+        "gates.4=steps.ship.benchmark.tpu.decode_tokens_per_s > 1",
+    ]
     result = cli(recipe, *overrides)
     assert result.exit_code == 1
     assert result.stdout.count("pass") == 3 and result.stdout.count("FAIL") == 2
@@ -195,12 +200,19 @@ def test_resume_after_a_step_is_killed(recipe, tmp_path):
     """SIGKILL in the middle of a step: the next run keeps the finished steps and redoes the killed one."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(recipe_fakes.__file__).parent), *sys.path])}
     cmd = [sys.executable, recipe_fakes.__file__, "run", str(recipe), "--no-progress", "--json"]
-    proc = subprocess.Popen(cmd + ["--set", "steps.prune.options.sleep=60"], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd + ["--set", "steps.prune.options.sleep=60"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     workdir = tmp_path / "runs" / "demo"
     deadline = time.time() + 60
     while not list(workdir.glob(".prune.partial-*/half-written.bin")):
-        assert time.time() < deadline and proc.poll() is None, proc.stderr.read().decode() if proc.poll() is not None else "timeout"
+        assert time.time() < deadline and proc.poll() is None, (
+            proc.stderr.read().decode() if proc.poll() is not None else "timeout"
+        )
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -217,7 +229,9 @@ def test_resume_after_a_step_is_killed(recipe, tmp_path):
 def test_library_report_without_cli(recipe, tmp_path):
     r = parse_recipe(RECIPE, "demo.yaml", env={}, kinds=recipe_fakes.FAKE_KINDS, recipe_dir=tmp_path)
     events = []
-    report = run_recipe(r, tmp_path / "lib", kinds=recipe_fakes.FAKE_KINDS, on_event=lambda e, s: events.append((e, s.name)))
+    report = run_recipe(
+        r, tmp_path / "lib", kinds=recipe_fakes.FAKE_KINDS, on_event=lambda e, s: events.append((e, s.name))
+    )
     assert report.exit_code == 0 and report.passed
     assert events[:2] == [("start", "pick"), ("done", "pick")]
 
@@ -242,7 +256,10 @@ def test_each_step_reports_progress_under_its_own_name(recipe, tmp_path):
 
     import dataclasses
 
-    kinds = dict(recipe_fakes.FAKE_KINDS, optimize=dataclasses.replace(recipe_fakes.FAKE_KINDS["optimize"], execute=optimize_with_progress))
+    kinds = dict(
+        recipe_fakes.FAKE_KINDS,
+        optimize=dataclasses.replace(recipe_fakes.FAKE_KINDS["optimize"], execute=optimize_with_progress),
+    )
     r = parse_recipe(RECIPE, "demo.yaml", env={}, kinds=kinds, recipe_dir=tmp_path)
     assert run_recipe(r, tmp_path / "p", kinds=kinds, progress=Recorder()).exit_code == 0
     assert seen[0] == "recipe demo"
@@ -293,7 +310,9 @@ def test_ctrl_c_during_a_step_exits_130_and_keeps_a_summary(recipe, monkeypatch,
 
     from gptctl.recipe import steps
 
-    monkeypatch.setitem(steps.KINDS, "export", dataclasses.replace(recipe_fakes.FAKE_KINDS["export"], execute=interrupted))
+    monkeypatch.setitem(
+        steps.KINDS, "export", dataclasses.replace(recipe_fakes.FAKE_KINDS["export"], execute=interrupted)
+    )
     result = cli(recipe, "--json")
     assert result.exit_code == 130
     data = json.loads(result.stdout)

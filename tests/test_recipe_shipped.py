@@ -74,6 +74,7 @@ def test_dry_run_of_the_quickstart_loads_no_heavy_library(tmp_path):
 
 # ------------------------------------------------------------- shipped recipes run to their gates
 
+
 def _run_shipped(name, workdir, *overrides):
     import json
 
@@ -81,8 +82,9 @@ def _run_shipped(name, workdir, *overrides):
 
     from gptctl.cli.app import app
 
-    result = CliRunner().invoke(app, ["run", str(RECIPES / name), "--workdir", str(workdir), "--no-progress",
-                                      "--json", *overrides])
+    result = CliRunner().invoke(
+        app, ["run", str(RECIPES / name), "--workdir", str(workdir), "--no-progress", "--json", *overrides]
+    )
     return result, (json.loads(result.stdout) if result.stdout.strip() else {})
 
 
@@ -98,19 +100,31 @@ def test_medical_1b_as_shipped_stops_at_pick_with_the_nearest_misses(tmp_path, m
     assert not (tmp_path / "med" / "tune").exists()
 
 
-def test_medical_1b_with_a_qualifying_catalog_model_runs_lora_and_export_to_its_gates(tmp_path, tiny_llama, monkeypatch):
+def test_medical_1b_with_a_qualifying_catalog_model_runs_lora_and_export_to_its_gates(
+    tmp_path, tiny_llama, monkeypatch
+):
     # The header's way on: a catalog of your own and its weights mapped under `sources` (a tiny model here).
     for var in ("NOTES", "HELDOUT"):
         monkeypatch.delenv(var, raising=False)
     catalog = tmp_path / "mine.yaml"
-    catalog.write_text("models:\n  - {id: me/tiny-med, architecture: llama, params: 1m, tasks: [text-generation], "
-                       "domains: [medical], license: mit}\n")
+    catalog.write_text(
+        "models:\n  - {id: me/tiny-med, architecture: llama, params: 1m, tasks: [text-generation], "
+        "domains: [medical], license: mit}\n"
+    )
     result, data = _run_shipped(
-        "medical-1b.yaml", tmp_path / "med",
-        "--set", f"steps.pick.options.catalog=[{catalog}]",
-        "--set", f"steps.pick.sources={{me/tiny-med: {tiny_llama}}}",
-        "--set", "steps.tune.options.max_length=32", "--set", "steps.tune.options.epochs=1",
-        "--set", "steps.ship.options.benchmark=false")
+        "medical-1b.yaml",
+        tmp_path / "med",
+        "--set",
+        f"steps.pick.options.catalog=[{catalog}]",
+        "--set",
+        f"steps.pick.sources={{me/tiny-med: {tiny_llama}}}",
+        "--set",
+        "steps.tune.options.max_length=32",
+        "--set",
+        "steps.tune.options.epochs=1",
+        "--set",
+        "steps.ship.options.benchmark=false",
+    )
     assert result.exit_code == 0, result.stderr + str(data.get("gates"))
     assert [s["status"] for s in data["steps"]] == ["ran", "ran", "ran"]
     assert data["steps"][0]["metrics"]["model"] == "me/tiny-med"

@@ -1,12 +1,12 @@
 """Recipe validation: every problem at once, each with file:line and key path (one test per class)."""
 
 import textwrap
-from pathlib import Path
 
 import pytest
 
 from gptctl.errors import BadInput
 from gptctl.recipe import load_recipe, parse_recipe
+
 from recipe_fakes import FAKE_KINDS
 
 GOOD = """\
@@ -89,7 +89,11 @@ def test_unknown_step_key_with_did_you_mean():
 
 
 def test_step_must_be_a_mapping_and_have_a_usable_name():
-    found = problems(GOOD.replace("  ship:\n    kind: export\n    options: {quantize: int4}\n", "  ship: export\n  bad-name: {kind: export}\n"))
+    found = problems(
+        GOOD.replace(
+            "  ship:\n    kind: export\n    options: {quantize: int4}\n", "  ship: export\n  bad-name: {kind: export}\n"
+        )
+    )
     assert any("steps.ship: a step is a mapping" in p for p in found)
     assert any("'bad-name' is not a usable step name" in p for p in found)
 
@@ -104,9 +108,13 @@ def test_missing_kind():
 
 
 def test_unknown_and_missing_method():
-    assert "unknown method 'lroa' (did you mean 'lora'?); known: lora, prune" in only(GOOD.replace("method: lora", "method: lroa"))
+    assert "unknown method 'lroa' (did you mean 'lora'?); known: lora, prune" in only(
+        GOOD.replace("method: lora", "method: lroa")
+    )
     assert "steps.tune.method: missing" in only(GOOD.replace("    method: lora\n", ""))
-    assert "a select step takes no method" in only(GOOD.replace("    kind: select\n", "    kind: select\n    method: lora\n"))
+    assert "a select step takes no method" in only(
+        GOOD.replace("    kind: select\n", "    kind: select\n    method: lora\n")
+    )
 
 
 def test_unknown_option_with_did_you_mean():
@@ -133,7 +141,9 @@ def test_first_model_step_needs_a_model():
 
 def test_reference_to_a_missing_step_with_did_you_mean():
     p = only(GOOD.replace("${steps.pick.model}", "${steps.pikc.model}"))
-    assert p.startswith("r.yaml:12: steps.tune.options.model: ${steps.pikc.model}: there is no step 'pikc' (did you mean 'pick'?)")
+    assert p.startswith(
+        "r.yaml:12: steps.tune.options.model: ${steps.pikc.model}: there is no step 'pikc' (did you mean 'pick'?)"
+    )
 
 
 def test_reference_to_a_later_step_or_itself():
@@ -143,7 +153,9 @@ def test_reference_to_a_later_step_or_itself():
 
 def test_malformed_references():
     assert "unclosed" in only(GOOD.replace("${vars.data}", "${vars.data"))
-    assert "a step has no 'modle' (did you mean 'model'?)" in only(GOOD.replace("${steps.pick.model}", "${steps.pick.modle}"))
+    assert "a step has no 'modle' (did you mean 'model'?)" in only(
+        GOOD.replace("${steps.pick.model}", "${steps.pick.modle}")
+    )
     assert "say what to take from the step" in only(GOOD.replace("${steps.pick.model}", "${steps.pick}"))
     assert "unknown reference" in only(GOOD.replace("${vars.data}", "${var.data}"))
 
@@ -190,7 +202,11 @@ def test_problem_from_an_override_names_the_override():
 
 
 def test_every_problem_is_reported_at_once():
-    text = GOOD.replace("rank: 8", "rnak: 8").replace("kind: export", "kind: exprot").replace("1.05 * steps", "1.05 ** steps")
+    text = (
+        GOOD.replace("rank: 8", "rnak: 8")
+        .replace("kind: export", "kind: exprot")
+        .replace("1.05 * steps", "1.05 ** steps")
+    )
     found = problems(text, ["nokey"])
     assert len(found) == 4
     # In file order, the --set problems last.
@@ -203,11 +219,14 @@ def test_missing_input_file_or_model():
 
     kinds = dict(FAKE_KINDS, optimize=dataclasses.replace(FAKE_KINDS["optimize"], path_options=("data",)))
     text = GOOD.replace("data: notes.txt", "data: /nonexistent/notes.txt").replace(
-        "model: ${steps.pick.model}", "model: pkg:no_such_package_xyz/model.gguf")
+        "model: ${steps.pick.model}", "model: pkg:no_such_package_xyz/model.gguf"
+    )
     with pytest.raises(BadInput) as info:
         parse_recipe(text, "r.yaml", env={}, kinds=kinds)
     found = info.value.details
-    assert found[0].startswith("r.yaml:12: steps.tune.options.model: the Python package 'no_such_package_xyz' is not installed")
+    assert found[0].startswith(
+        "r.yaml:12: steps.tune.options.model: the Python package 'no_such_package_xyz' is not installed"
+    )
     assert "pip install --no-deps no-such-package-xyz" in found[0]
     assert found[1] == "r.yaml:13: steps.tune.options.data: /nonexistent/notes.txt: no such file"
 

@@ -142,8 +142,14 @@ class SharedPositions(OrtCausalLM):
 
     def forward(self, input_ids, past=None, past_len=0, *, attention_mask=None, position_ids=None, **extra):
         seq = np.asarray(input_ids).shape[1]
-        return super().forward(input_ids, past, past_len, attention_mask=attention_mask,
-                               position_ids=np.arange(past_len, past_len + seq)[None], **extra)
+        return super().forward(
+            input_ids,
+            past,
+            past_len,
+            attention_mask=attention_mask,
+            position_ids=np.arange(past_len, past_len + seq)[None],
+            **extra,
+        )
 
 
 @pytest.mark.parametrize("broken", [IgnoresMask, SharedPositions])

@@ -62,8 +62,9 @@ def test_suppressed_ids_are_never_drawn():
     assert freq[1] == 0 and freq[3] == 0 and freq[0] > 0 and freq[2] > 0
 
 
-@pytest.mark.parametrize("bad", [dict(temperature=-0.1), dict(temperature=float("nan")), dict(top_p=0.0),
-                                 dict(top_p=1.5)])
+@pytest.mark.parametrize(
+    "bad", [dict(temperature=-0.1), dict(temperature=float("nan")), dict(top_p=0.0), dict(top_p=1.5)]
+)
 def test_bad_params_are_refused(bad):
     with pytest.raises(BadInput):
         SamplingParams(**bad)

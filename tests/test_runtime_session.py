@@ -43,7 +43,7 @@ def test_padded_logits_match_each_row_alone_in_prefill_and_decode(arch_lm):
     for i, prompt in enumerate(PROMPTS):
         logits, presents = lm.prefill(prompt)
         np.testing.assert_allclose(out["logits"][i, -1], logits, atol=ATOL, rtol=0)
-        step, _ = lm.forward(nxt[i:i + 1], presents, past_len=len(prompt))
+        step, _ = lm.forward(nxt[i : i + 1], presents, past_len=len(prompt))
         np.testing.assert_allclose(out2["logits"][i, -1], step["logits"][0, -1], atol=ATOL, rtol=0)
 
 

@@ -32,6 +32,7 @@ def assert_no_traceback(res):
 
 # ------------------------------------------------------------------------------------------ success paths
 
+
 def test_issue_example_ranks_biogpt_first():
     res = run("select", "--domain", "medical", "--max-params", "1b", "--json")
     assert res.exit_code == 0, res.output
@@ -84,8 +85,23 @@ def test_output_file_is_written(tmp_path):
 
 
 def test_weights_and_instruct_flags():
-    res = run("select", "--instruct", "--weight", "size=1", "--weight", "quality=0", "--weight", "context=0",
-              "--weight", "recency=0", "--weight", "license=0", "--top", "1", "--json")
+    res = run(
+        "select",
+        "--instruct",
+        "--weight",
+        "size=1",
+        "--weight",
+        "quality=0",
+        "--weight",
+        "context=0",
+        "--weight",
+        "recency=0",
+        "--weight",
+        "license=0",
+        "--top",
+        "1",
+        "--json",
+    )
     doc = json.loads(res.stdout)
     assert doc["models"][0]["instruct"] is True and doc["scoring"]["weights"]["size"] == 1.0
     base = json.loads(run("select", "--base", "--json").stdout)
@@ -94,16 +110,21 @@ def test_weights_and_instruct_flags():
 
 def test_user_catalog_via_flag_and_env(tmp_path, monkeypatch):
     cat = tmp_path / "mine.yaml"
-    cat.write_text("models:\n  - {id: me/tiny-med, params: 10m, tasks: [text-generation], domains: [medical], license: mit}\n")
+    cat.write_text(
+        "models:\n  - {id: me/tiny-med, params: 10m, tasks: [text-generation], domains: [medical], license: mit}\n"
+    )
     doc = json.loads(run("select", "--domain", "medical", "--catalog", cat, "--json").stdout)
     assert [m["id"] for m in doc["models"]] == ["me/tiny-med"]
-    doc = json.loads(run("select", "--domain", "medical", "--catalog", "builtin", "--catalog", cat, "--top", "2", "--json").stdout)
+    doc = json.loads(
+        run("select", "--domain", "medical", "--catalog", "builtin", "--catalog", cat, "--top", "2", "--json").stdout
+    )
     assert doc["matched"] == 9
     monkeypatch.setenv("GPTCTL_CATALOG", str(cat))
     assert json.loads(run("catalog", "list", "--json").stdout)["count"] == 1
 
 
 # ------------------------------------------------------------------------------------------ nothing matched: exit 1
+
 
 def test_nothing_matched_exits_1_with_counts_and_nearest_misses():
     res = run("select", "--domain", "medical", "--max-params", "300m")
@@ -135,7 +156,7 @@ def test_output_is_not_written_when_nothing_matched(tmp_path):
     assert res.exit_code == 1 and not (tmp_path / "s.json").exists()
 
 
-# ------------------------------------------------------------------------------------------ bad input: exit 2, no traceback
+# ------------------------------------------------------------------------------------------ bad input: exit 2, no traceback  # noqa: E501
 
 BAD = [
     (["select", "--max-params", "1x"], "unknown unit 'x'"),
@@ -152,8 +173,22 @@ BAD = [
     (["select", "--weight", "qualty=1"], "did you mean 'quality'"),
     (["select", "--weight", "quality"], "not a weight"),
     (["select", "--weight", "quality=-1"], ">= 0"),
-    (["select", "--weight", "quality=0", "--weight", "size=0", "--weight", "context=0", "--weight", "recency=0",
-      "--weight", "license=0"], "all scoring weights are zero"),
+    (
+        [
+            "select",
+            "--weight",
+            "quality=0",
+            "--weight",
+            "size=0",
+            "--weight",
+            "context=0",
+            "--weight",
+            "recency=0",
+            "--weight",
+            "license=0",
+        ],
+        "all scoring weights are zero",
+    ),
     (["select", "--top", "0"], "at least 1"),
     (["select", "--top", "many"], "Invalid value"),
     (["select", "--min-params", "2b", "--max-params", "1b"], "no model can match"),
@@ -182,7 +217,8 @@ def test_output_to_a_directory_fails_before_printing(tmp_path):
 
 def test_schema_errors_exit_2_listing_every_problem(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(textwrap.dedent("""\
+    bad.write_text(
+        textwrap.dedent("""\
         models:
           - id: a/b
             parmas: 1b
@@ -192,7 +228,8 @@ def test_schema_errors_exit_2_listing_every_problem(tmp_path):
             params: 2b
             tasks: [text-generation]
             domains: [general]
-        """))
+        """)
+    )
     for args in (["select", "--catalog", bad], ["catalog", "validate", bad], ["catalog", "list", "--catalog", bad]):
         res = run(*args)
         assert res.exit_code == 2
@@ -211,6 +248,7 @@ def test_invalid_yaml_exits_2(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ catalog subcommands
+
 
 def test_catalog_validate_ok(tmp_path):
     res = run("catalog", "validate", "builtin")
@@ -232,7 +270,12 @@ def test_catalog_show():
     res = run("catalog", "show", "microsoft/biogpt", "--json")
     assert res.exit_code == 0
     d = json.loads(res.stdout)
-    assert d["params"] == 346763264 and d["license"] == "mit" and d["exportable"] is False and d["catalog_file"].endswith("models.yaml")
+    assert (
+        d["params"] == 346763264
+        and d["license"] == "mit"
+        and d["exportable"] is False
+        and d["catalog_file"].endswith("models.yaml")
+    )
     text = run("catalog", "show", "Qwen/Qwen2.5-0.5B")
     assert text.exit_code == 0 and "494,032,768" in text.stdout and "32,768 tokens" in text.stdout
 

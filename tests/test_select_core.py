@@ -10,7 +10,7 @@ from gptctl.catalog.schema import ModelEntry
 from gptctl.errors import BadInput, NothingMatched
 from gptctl.model_source import resolve_model
 from gptctl.options import option_problems
-from gptctl.selection import SelectOptions, ScoringConfig, select_models, write_selection
+from gptctl.selection import ScoringConfig, SelectOptions, select_models, write_selection
 from gptctl.selection.scoring import DEFAULT_WEIGHTS, Scorer, quality_of
 
 
@@ -36,6 +36,7 @@ def catalog(*entries, scoring=None):
 
 
 # ------------------------------------------------------------------------------------------ the issue's example
+
 
 def test_medical_under_1b_ranks_biogpt_first(bundled):
     r = select_models(SelectOptions(domain=["medical"], max_params="1b"), bundled)
@@ -64,13 +65,29 @@ def test_domain_metrics_only_count_for_that_domain(bundled):
 
 # ------------------------------------------------------------------------------------------ JSON shape
 
+
 def test_json_document_shape(bundled):
     d = select_models(SelectOptions(domain=["medical"], max_params="1b"), bundled).to_dict()
     assert set(d) >= {"models", "constraints", "excluded", "matched", "total", "funnel", "scoring", "catalog"}
     assert d["excluded"] == 59 and d["matched"] == 1 and d["total"] == 60
     m = d["models"][0]
-    assert set(m) >= {"rank", "id", "params", "score", "parts", "criteria", "imputed", "family", "architecture",
-                      "license", "domains", "context_length", "release", "metrics", "exportable"}
+    assert set(m) >= {
+        "rank",
+        "id",
+        "params",
+        "score",
+        "parts",
+        "criteria",
+        "imputed",
+        "family",
+        "architecture",
+        "license",
+        "domains",
+        "context_length",
+        "release",
+        "metrics",
+        "exportable",
+    }
     assert set(m["parts"]) == set(DEFAULT_WEIGHTS) and isinstance(m["score"], float)
     assert d["funnel"] == [
         {"constraint": "domain", "label": "domain medical", "before": 60, "removed": 52, "after": 8, "alone": 52},
@@ -86,13 +103,18 @@ def test_explain_lists_every_excluded_model_with_its_first_failed_constraint(bun
     ex = r.to_dict()["excluded_models"]
     assert len(ex) == 59 == r.excluded
     by_id = {x["id"]: x for x in ex}
-    assert by_id["openai-community/gpt2"] == {"id": "openai-community/gpt2", "constraint": "domain", "label": "domain medical",
-                                              "reason": "is not medical (domains: general)"}
+    assert by_id["openai-community/gpt2"] == {
+        "id": "openai-community/gpt2",
+        "constraint": "domain",
+        "label": "domain medical",
+        "reason": "is not medical (domains: general)",
+    }
     assert by_id["microsoft/BioGPT-Large"]["constraint"] == "max_params"
     assert by_id["microsoft/BioGPT-Large"]["reason"] == "has 1.5B params > 1B"
 
 
 # ------------------------------------------------------------------------------------------ nothing matched
+
 
 def test_nothing_matched_counts_and_nearest_misses(bundled):
     r = select_models(SelectOptions(domain=["medical"], max_params="1b", min_context=2048), bundled)
@@ -111,7 +133,10 @@ def test_nothing_matched_counts_and_nearest_misses(bundled):
 
 
 def test_the_issues_biogpt_large_sentence(bundled):
-    r = select_models(SelectOptions(domain=["medical"], max_params="1b", license=["mit"], architecture=["biogpt"], min_params="400m"), bundled)
+    r = select_models(
+        SelectOptions(domain=["medical"], max_params="1b", license=["mit"], architecture=["biogpt"], min_params="400m"),
+        bundled,
+    )
     assert r.matched == 0
     sentences = [m["sentence"] for m in r.nearest_misses]
     assert "microsoft/BioGPT-Large is medical, mit-licensed but has 1.5B params > 1B" in sentences
@@ -121,26 +146,52 @@ def test_values_no_entry_has_are_warned_about_not_silently_dropped(bundled):
     r = select_models(SelectOptions(license=["apache2", "mit"]), bundled)
     assert r.matched > 0
     assert r.warnings == ["no model in the catalog has license 'apache2' (did you mean 'apache-2.0'?)"]
-    assert select_models(SelectOptions(architecture=["rwkv"]), bundled).warnings == ["no model in the catalog has architecture 'rwkv'"]
+    assert select_models(SelectOptions(architecture=["rwkv"]), bundled).warnings == [
+        "no model in the catalog has architecture 'rwkv'"
+    ]
 
 
 # ------------------------------------------------------------------------------------------ constraints
 
-@pytest.mark.parametrize("options, check", [
-    ({"license": ["apache-2.0", "mit"]}, lambda e: e.license in ("apache-2.0", "mit")),
-    ({"task": "image-text-to-text"}, lambda e: "image-text-to-text" in e.tasks),
-    ({"language": "zh"}, lambda e: "zh" in e.languages),
-    ({"min_context": "32k"}, lambda e: e.context_length and e.context_length >= 32768),
-    ({"instruct": True}, lambda e: e.instruct is True),
-    ({"instruct": False}, lambda e: e.instruct is False),
-    ({"metric": ["mmlu>=40"]}, lambda e: e.metrics.get("mmlu", -1) >= 40),
-    ({"metric": ["gsm8k<10"]}, lambda e: e.metrics.get("gsm8k", 999) < 10),
-    ({"architecture": ["llama", "gpt-neox"]}, lambda e: e.architecture in ("llama", "gpt_neox")),
-    ({"exportable": True}, lambda e: e.architecture in ("llama", "qwen2", "qwen3", "gpt2", "gpt_neox", "opt", "gemma3", "gemma3_text",
-                                                          "phi", "phi3", "olmo", "stablelm", "mistral", "codegen")),
-    ({"min_params": "1b", "max_params": "3b"}, lambda e: 1e9 <= e.params <= 3e9),
-    ({"domain": ["legal", "finance"]}, lambda e: {"legal", "finance"} & set(e.domains)),
-])
+
+@pytest.mark.parametrize(
+    "options, check",
+    [
+        ({"license": ["apache-2.0", "mit"]}, lambda e: e.license in ("apache-2.0", "mit")),
+        ({"task": "image-text-to-text"}, lambda e: "image-text-to-text" in e.tasks),
+        ({"language": "zh"}, lambda e: "zh" in e.languages),
+        ({"min_context": "32k"}, lambda e: e.context_length and e.context_length >= 32768),
+        ({"instruct": True}, lambda e: e.instruct is True),
+        ({"instruct": False}, lambda e: e.instruct is False),
+        ({"metric": ["mmlu>=40"]}, lambda e: e.metrics.get("mmlu", -1) >= 40),
+        ({"metric": ["gsm8k<10"]}, lambda e: e.metrics.get("gsm8k", 999) < 10),
+        ({"architecture": ["llama", "gpt-neox"]}, lambda e: e.architecture in ("llama", "gpt_neox")),
+        (
+            {"exportable": True},
+            lambda e: (
+                e.architecture
+                in (
+                    "llama",
+                    "qwen2",
+                    "qwen3",
+                    "gpt2",
+                    "gpt_neox",
+                    "opt",
+                    "gemma3",
+                    "gemma3_text",
+                    "phi",
+                    "phi3",
+                    "olmo",
+                    "stablelm",
+                    "mistral",
+                    "codegen",
+                )
+            ),
+        ),
+        ({"min_params": "1b", "max_params": "3b"}, lambda e: 1e9 <= e.params <= 3e9),
+        ({"domain": ["legal", "finance"]}, lambda e: {"legal", "finance"} & set(e.domains)),
+    ],
+)
 def test_each_constraint_keeps_exactly_the_models_that_satisfy_it(bundled, options, check):
     r = select_models(SelectOptions(**options), bundled)
     kept = {m.id for m in r.models}
@@ -157,6 +208,7 @@ def test_missing_metric_fails_a_metric_floor_with_a_stated_reason(bundled):
 
 # ------------------------------------------------------------------------------------------ scoring
 
+
 def test_weights_change_the_ranking_and_are_normalised(bundled):
     # --weight overrides one weight; the others keep their defaults; then all are normalised to sum 1
     w = select_models(SelectOptions(weight={"size": 1.0}, top=1), bundled).scoring["weights"]
@@ -165,7 +217,9 @@ def test_weights_change_the_ranking_and_are_normalised(bundled):
     only_size = {"quality": 0, "size": 1, "context": 0, "recency": 0, "license": 0}
     size_first = select_models(SelectOptions(weight=only_size, top=1), bundled)
     assert size_first.models[0].id == "EleutherAI/pythia-70m"  # the smallest model
-    ctx_first = select_models(SelectOptions(weight=["context=1", "size=0", "quality=0", "recency=0", "license=0"], top=3), bundled)
+    ctx_first = select_models(
+        SelectOptions(weight=["context=1", "size=0", "quality=0", "recency=0", "license=0"], top=3), bundled
+    )
     assert all(m.entry.context_length == 131072 for m in ctx_first.models)
 
 
@@ -183,8 +237,12 @@ def test_all_zero_weights_is_bad_input(bundled):
 
 
 def test_missing_data_policy_lower_quartile_median_ignore():
-    full = mk("a/full", metrics={"mmlu": 60.0}, metrics_source="x", context_length=4096, release="2024-01", license="mit")
-    others = [mk(f"a/{i}", metrics={"mmlu": 25.0 + 10 * i}, metrics_source="x") for i in range(4)]  # quality 0, .13, .27, .4
+    full = mk(
+        "a/full", metrics={"mmlu": 60.0}, metrics_source="x", context_length=4096, release="2024-01", license="mit"
+    )
+    others = [
+        mk(f"a/{i}", metrics={"mmlu": 25.0 + 10 * i}, metrics_source="x") for i in range(4)
+    ]  # quality 0, .13, .27, .4
     bare = mk("a/bare")  # no metrics, context, release, license
     cat = catalog(full, bare, *others)
     lq = Scorer(cat.entries, ScoringConfig.build())
@@ -217,11 +275,21 @@ def test_ties_break_by_params_then_id():
 
 # ------------------------------------------------------------------------------------------ options model
 
+
 def test_select_options_normalise_and_report_problems():
-    o = SelectOptions(domain="medical", max_params="1.5b", metric="mmlu >= 40", weight=["quality=0.7"], min_context="8k", catalog="x.yaml")
+    o = SelectOptions(
+        domain="medical",
+        max_params="1.5b",
+        metric="mmlu >= 40",
+        weight=["quality=0.7"],
+        min_context="8k",
+        catalog="x.yaml",
+    )
     assert o.domain == ["medical"] and o.max_params == 1_500_000_000 and o.metric == ["mmlu>=40"]
     assert o.weight == {"quality": 0.7} and o.min_context == 8192 and o.catalog == ["x.yaml"]
-    inst, problems = option_problems(SelectOptions, {"domian": ["medical"], "max_params": "1x", "top": 0}, ("steps", 0, "options"))
+    inst, problems = option_problems(
+        SelectOptions, {"domian": ["medical"], "max_params": "1x", "top": 0}, ("steps", 0, "options")
+    )
     assert inst is None
     msgs = {".".join(map(str, p)): m for p, m in problems}
     assert "did you mean 'domain'" in msgs["steps.0.options.domian"]
@@ -237,6 +305,7 @@ def test_select_models_accepts_a_plain_mapping(bundled):
 
 
 # ------------------------------------------------------------------------------------------ --output file
+
 
 def test_write_selection_and_model_source_reads_it(bundled, tmp_path):
     r = select_models(SelectOptions(domain=["medical"], max_params="1b"), bundled)

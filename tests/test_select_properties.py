@@ -19,27 +19,38 @@ DOMAINS = ["general", "medical", "code", "chat", "legal"]
 LICENSES = [None, "mit", "apache-2.0", "llama2", "other", "cc-by-nc-4.0", "bigcode-openrail-m"]
 ARCHS = [None, "llama", "gpt2", "biogpt", "qwen2"]
 METRIC_NAMES = ["mmlu", "hellaswag", "medqa", "humaneval"]
-PARAMS = st.one_of(st.sampled_from([70_000_000, 135_000_000, 1_000_000_000, 7_000_000_000]),
-                   st.integers(min_value=1_000_000, max_value=100_000_000_000))
+PARAMS = st.one_of(
+    st.sampled_from([70_000_000, 135_000_000, 1_000_000_000, 7_000_000_000]),
+    st.integers(min_value=1_000_000, max_value=100_000_000_000),
+)
 
 
 RELEASES = [None] + [f"{y}-{m:02d}" for y in range(2018, 2026) for m in (1, 4, 7, 10)]
-ROW = st.fixed_dictionaries({
-    "params": PARAMS,
-    "domains": st.lists(st.sampled_from(DOMAINS), min_size=1, max_size=3, unique=True).map(tuple),
-    "architecture": st.sampled_from(ARCHS),
-    "context_length": st.sampled_from([None, 1024, 2048, 8192, 32768, 131072]),
-    "license": st.sampled_from(LICENSES),
-    "languages": st.lists(st.sampled_from(["en", "zh", "fr"]), max_size=3, unique=True).map(tuple),
-    "instruct": st.sampled_from([None, True, False]),
-    "release": st.sampled_from(RELEASES),
-    "metrics": st.dictionaries(st.sampled_from(METRIC_NAMES), st.integers(0, 1000).map(lambda v: v / 10), max_size=3),
-})
+ROW = st.fixed_dictionaries(
+    {
+        "params": PARAMS,
+        "domains": st.lists(st.sampled_from(DOMAINS), min_size=1, max_size=3, unique=True).map(tuple),
+        "architecture": st.sampled_from(ARCHS),
+        "context_length": st.sampled_from([None, 1024, 2048, 8192, 32768, 131072]),
+        "license": st.sampled_from(LICENSES),
+        "languages": st.lists(st.sampled_from(["en", "zh", "fr"]), max_size=3, unique=True).map(tuple),
+        "instruct": st.sampled_from([None, True, False]),
+        "release": st.sampled_from(RELEASES),
+        "metrics": st.dictionaries(
+            st.sampled_from(METRIC_NAMES), st.integers(0, 1000).map(lambda v: v / 10), max_size=3
+        ),
+    }
+)
 
 
 def _catalog(rows):
-    return Catalog(entries=[ModelEntry(id=f"org/m{i:03d}", tasks=("text-generation",), metrics_source="generated", **row)
-                            for i, row in enumerate(rows)], files=[])
+    return Catalog(
+        entries=[
+            ModelEntry(id=f"org/m{i:03d}", tasks=("text-generation",), metrics_source="generated", **row)
+            for i, row in enumerate(rows)
+        ],
+        files=[],
+    )
 
 
 def catalogs():
@@ -54,7 +65,9 @@ CONSTRAINTS = {
     "language": st.sampled_from(["en", "zh", "fr"]),
     "min_context": st.sampled_from([1024, 4096, 32768]),
     "instruct": st.booleans(),
-    "metric": st.lists(st.builds(lambda n, v: f"{n}>={v}", st.sampled_from(METRIC_NAMES), st.integers(0, 90)), min_size=1, max_size=2),
+    "metric": st.lists(
+        st.builds(lambda n, v: f"{n}>={v}", st.sampled_from(METRIC_NAMES), st.integers(0, 90)), min_size=1, max_size=2
+    ),
     "architecture": st.lists(st.sampled_from([a for a in ARCHS if a]), min_size=1, max_size=2, unique=True),
     "exportable": st.just(True),
 }
@@ -79,7 +92,9 @@ SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[Heal
 @SETTINGS
 @given(catalogs(), option_sets(), st.data())
 def test_adding_a_constraint_never_adds_a_result(cat, opts, data):
-    extra_key = data.draw(st.sampled_from([k for k in CONSTRAINTS if k not in opts]) if len(opts) < len(CONSTRAINTS) else st.nothing())
+    extra_key = data.draw(
+        st.sampled_from([k for k in CONSTRAINTS if k not in opts]) if len(opts) < len(CONSTRAINTS) else st.nothing()
+    )
     extra = data.draw(CONSTRAINTS[extra_key])
     more = {**opts, extra_key: extra}
     if extra_key in ("min_params", "max_params"):
@@ -95,7 +110,7 @@ def test_adding_a_constraint_never_adds_a_result(cat, opts, data):
 def test_ranking_is_a_total_order_independent_of_catalog_order(cat, opts, rnd):
     r = select_models(SelectOptions(**opts), cat)
     keys = [rank_key(m.entry, m.score) for m in r.models]
-    assert all(a < b for a, b in zip(keys, keys[1:])), "strictly increasing: no two models compare equal"
+    assert all(a < b for a, b in zip(keys, keys[1:], strict=False)), "strictly increasing: no two models compare equal"
     assert [m.rank for m in r.models] == list(range(1, len(r.models) + 1))
     shuffled = list(cat.entries)
     rnd.shuffle(shuffled)

@@ -28,8 +28,9 @@ def make_state(artifact, *, max_batch=4, max_queued=8, api_key=None, keepalive_s
     opts = LoadOptions(max_batch=max_batch, max_queued=max_queued)
     observer = EngineObserver(metrics)
     deployment = Deployment(load_version(artifact, opts, observer), opts, observer)
-    return ServeState(model_name=MODEL, metrics=metrics, deployment=deployment, api_key=api_key,
-                      keepalive_s=keepalive_s)
+    return ServeState(
+        model_name=MODEL, metrics=metrics, deployment=deployment, api_key=api_key, keepalive_s=keepalive_s
+    )
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +58,12 @@ def reference(version, ids, n):
     return version.tokenizer.decode(out), len(out)
 
 
-PROMPTS = ["The doctor", "A nurse measured the blood pressure", "Fever, cough and fatigue are common symptoms of",
-           "The"]
+PROMPTS = [
+    "The doctor",
+    "A nurse measured the blood pressure",
+    "Fever, cough and fatigue are common symptoms of",
+    "The",
+]
 
 
 def test_completions_equal_batch1_greedy_streaming_or_not(server):
@@ -69,8 +74,16 @@ def test_completions_equal_batch1_greedy_streaming_or_not(server):
         got = c.completions.create(model=MODEL, prompt=prompt, max_tokens=12, temperature=0)
         assert got.choices[0].text == want and got.usage.completion_tokens == n
         assert got.system_fingerprint == version.fingerprint and got.choices[0].finish_reason in ("length", "stop")
-        chunks = list(c.completions.create(model=MODEL, prompt=prompt, max_tokens=12, temperature=0, stream=True,
-                                           stream_options={"include_usage": True}))
+        chunks = list(
+            c.completions.create(
+                model=MODEL,
+                prompt=prompt,
+                max_tokens=12,
+                temperature=0,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        )
         assert "".join(ch.choices[0].text for ch in chunks if ch.choices) == want
         assert chunks[-1].usage.completion_tokens == n and not chunks[-1].choices
         assert {ch.system_fingerprint for ch in chunks} == {version.fingerprint}
@@ -111,38 +124,46 @@ def test_concurrent_requests_of_different_lengths_equal_their_batch1_outputs(ser
 def test_stop_strings_cut_the_text(server):
     version = server.state.deployment.current
     full, _ = reference(version, version.tokenizer(PROMPTS[1])["input_ids"], 20)
-    stop = full[len(full) // 2: len(full) // 2 + 3]
+    stop = full[len(full) // 2 : len(full) // 2 + 3]
     c = client(server)
     got = c.completions.create(model=MODEL, prompt=PROMPTS[1], max_tokens=20, temperature=0, stop=[stop, "@@@"])
-    assert got.choices[0].text == full[:full.index(stop)] and got.choices[0].finish_reason == "stop"
-    chunks = list(c.completions.create(model=MODEL, prompt=PROMPTS[1], max_tokens=20, temperature=0, stop=stop,
-                                       stream=True))
-    assert "".join(ch.choices[0].text for ch in chunks) == full[:full.index(stop)]
+    assert got.choices[0].text == full[: full.index(stop)] and got.choices[0].finish_reason == "stop"
+    chunks = list(
+        c.completions.create(model=MODEL, prompt=PROMPTS[1], max_tokens=20, temperature=0, stop=stop, stream=True)
+    )
+    assert "".join(ch.choices[0].text for ch in chunks) == full[: full.index(stop)]
 
 
 def test_seeded_sampling_repeats(server):
     c = client(server)
-    runs = [c.completions.create(model=MODEL, prompt="The", max_tokens=12, temperature=1.0, top_p=0.9, seed=s)
-            .choices[0].text for s in (3, 3, 4)]
+    runs = [
+        c.completions.create(model=MODEL, prompt="The", max_tokens=12, temperature=1.0, top_p=0.9, seed=s)
+        .choices[0]
+        .text
+        for s in (3, 3, 4)
+    ]
     assert runs[0] == runs[1] != runs[2]
 
 
-@pytest.mark.parametrize("body, status, param", [
-    (b'{"model": "tiny-llama", "prompt": ', 400, None),  # malformed JSON
-    (b'[1, 2]', 400, None),  # not an object
-    (b'{"model": "tiny-llama", "prompt": "x", "max_tokens": "5"}', 400, "max_tokens"),
-    (b'{"model": "tiny-llama", "prompt": "x", "max_tokens": -3}', 400, "max_tokens"),
-    (b'{"model": "tiny-llama", "prompt": "x", "temperature": "hot"}', 400, "temperature"),
-    (b'{"model": "tiny-llama", "prompt": "x", "n": 2}', 400, "n"),
-    (b'{"model": "tiny-llama", "prompt": "x", "logprobs": 2}', 400, "logprobs"),
-    (b'{"model": "tiny-llama", "prompt": "x", "frobnicate": 1}', 400, "frobnicate"),
-    (b'{"model": "tiny-llama", "prompt": "", "max_tokens": 2}', 400, "prompt"),
-    (b'{"model": "tiny-llama", "prompt": [1, 99999]}', 400, "prompt"),
-    (b'{"model": "tiny-llama", "prompt": "\\ud800"}', 400, "prompt"),  # a lone surrogate
-    (b'{"model": "tiny-llama", "prompt": "caf\xe9"}', 400, None),  # latin-1 bytes: invalid UTF-8
-    (b'{"model": "gpt-9", "prompt": "x"}', 404, "model"),
-    (b'{"prompt": "x"}', 400, "model"),
-])
+@pytest.mark.parametrize(
+    "body, status, param",
+    [
+        (b'{"model": "tiny-llama", "prompt": ', 400, None),  # malformed JSON
+        (b"[1, 2]", 400, None),  # not an object
+        (b'{"model": "tiny-llama", "prompt": "x", "max_tokens": "5"}', 400, "max_tokens"),
+        (b'{"model": "tiny-llama", "prompt": "x", "max_tokens": -3}', 400, "max_tokens"),
+        (b'{"model": "tiny-llama", "prompt": "x", "temperature": "hot"}', 400, "temperature"),
+        (b'{"model": "tiny-llama", "prompt": "x", "n": 2}', 400, "n"),
+        (b'{"model": "tiny-llama", "prompt": "x", "logprobs": 2}', 400, "logprobs"),
+        (b'{"model": "tiny-llama", "prompt": "x", "frobnicate": 1}', 400, "frobnicate"),
+        (b'{"model": "tiny-llama", "prompt": "", "max_tokens": 2}', 400, "prompt"),
+        (b'{"model": "tiny-llama", "prompt": [1, 99999]}', 400, "prompt"),
+        (b'{"model": "tiny-llama", "prompt": "\\ud800"}', 400, "prompt"),  # a lone surrogate
+        (b'{"model": "tiny-llama", "prompt": "caf\xe9"}', 400, None),  # latin-1 bytes: invalid UTF-8
+        (b'{"model": "gpt-9", "prompt": "x"}', 404, "model"),
+        (b'{"prompt": "x"}', 400, "model"),
+    ],
+)
 def test_bad_completion_requests_are_openai_shaped_4xx(server, body, status, param):
     r = httpx.post(server.url + "/v1/completions", content=body, headers={"content-type": "application/json"})
     assert r.status_code == status, r.text
@@ -151,12 +172,15 @@ def test_bad_completion_requests_are_openai_shaped_4xx(server, body, status, par
     assert err["param"] == param
 
 
-@pytest.mark.parametrize("extra, param", [
-    ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-    ({"logprobs": True}, "logprobs"),
-    ({"messages": []}, "messages"),
-    ({"messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role"),
-])
+@pytest.mark.parametrize(
+    "extra, param",
+    [
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"logprobs": True}, "logprobs"),
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role"),
+    ],
+)
 def test_bad_chat_requests_are_4xx(server, extra, param):
     body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], **extra}
     r = httpx.post(server.url + "/v1/chat/completions", json=body)
@@ -186,10 +210,17 @@ def test_health_ready_models_and_metrics(server):
     assert ready.json()["version"] == server.state.deployment.current.fingerprint
     assert [m.id for m in client(server).models.list()] == [MODEL]
     text = httpx.get(server.url + "/metrics").text
-    for name in ("gptctl_serve_requests_running", "gptctl_serve_requests_waiting", "gptctl_serve_requests_total",
-                 "gptctl_serve_rejected_total", "gptctl_serve_cancelled_total",
-                 "gptctl_serve_time_to_first_token_seconds_count", "gptctl_serve_inter_token_latency_seconds_count",
-                 "gptctl_serve_batch_size_count", "gptctl_serve_batching_enabled 1.0"):
+    for name in (
+        "gptctl_serve_requests_running",
+        "gptctl_serve_requests_waiting",
+        "gptctl_serve_requests_total",
+        "gptctl_serve_rejected_total",
+        "gptctl_serve_cancelled_total",
+        "gptctl_serve_time_to_first_token_seconds_count",
+        "gptctl_serve_inter_token_latency_seconds_count",
+        "gptctl_serve_batch_size_count",
+        "gptctl_serve_batching_enabled 1.0",
+    ):
         assert name in text, name
     assert f'fingerprint="{server.state.deployment.current.fingerprint}"' in text and 'state="serving"' in text
     assert 'route="/v1/completions",status="200"' in text

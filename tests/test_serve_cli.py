@@ -16,8 +16,16 @@ from test_cli_imports import imported_by
 SERVER_STACK = {"fastapi", "uvicorn", "starlette", "prometheus_client", "httpx", "onnxruntime", "torch", "transformers"}
 
 
-@pytest.mark.parametrize("args", [["--help"], ["serve", "--help"], ["serve", "start", "--help"],
-                                  ["serve", "swap", "--help"], ["serve", "loadtest", "--help"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["serve", "--help"],
+        ["serve", "start", "--help"],
+        ["serve", "swap", "--help"],
+        ["serve", "loadtest", "--help"],
+    ],
+)
 def test_serve_help_imports_no_server_stack(args):
     code, modules = imported_by(args)
     assert code == 0
@@ -29,9 +37,27 @@ def test_a_server_process_serves_then_drains_on_sigterm(tmp_path_factory):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "SERVE_TEST_KEY": "k3y"}
-    proc = subprocess.Popen([sys.executable, "-m", "gptctl", "serve", str(artifact), "--port", str(port),
-                             "--max-batch", "2", "--api-key-env", "SERVE_TEST_KEY", "--model-name", "tiny"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gptctl",
+            "serve",
+            str(artifact),
+            "--port",
+            str(port),
+            "--max-batch",
+            "2",
+            "--api-key-env",
+            "SERVE_TEST_KEY",
+            "--model-name",
+            "tiny",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline, ready = time.monotonic() + 60, None
         while time.monotonic() < deadline and proc.poll() is None:
@@ -59,12 +85,30 @@ def test_a_server_process_serves_then_drains_on_sigterm(tmp_path_factory):
 
 def test_missing_api_key_variable_and_bad_artifact_exit_2(tmp_path, tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k != "NO_SUCH_KEY_VAR"}
-    bad_key = subprocess.run([sys.executable, "-m", "gptctl", "serve", str(exported_llama(tmp_path_factory)),
-                              "--api-key-env", "NO_SUCH_KEY_VAR", "--port", str(free_port())],
-                             env=env, capture_output=True, text=True, timeout=60)
+    bad_key = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gptctl",
+            "serve",
+            str(exported_llama(tmp_path_factory)),
+            "--api-key-env",
+            "NO_SUCH_KEY_VAR",
+            "--port",
+            str(free_port()),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad_key.returncode == 2 and "NO_SUCH_KEY_VAR" in bad_key.stderr
-    missing = subprocess.run([sys.executable, "-m", "gptctl", "serve", str(tmp_path / "nope"), "--port",
-                              str(free_port())], capture_output=True, text=True, timeout=60)
+    missing = subprocess.run(
+        [sys.executable, "-m", "gptctl", "serve", str(tmp_path / "nope"), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert missing.returncode == 2 and "not a directory" in missing.stderr
 
 

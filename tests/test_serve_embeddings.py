@@ -17,8 +17,10 @@ TEXTS = ["The doctor", "A nurse measured the blood pressure twice before the vis
 
 
 def _sentence_transformers_config(directory, mode, normalize):
-    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-               {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
     if normalize:
         modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
     (directory / "modules.json").write_text(json.dumps(modules))
@@ -49,8 +51,9 @@ def _state(artifact):
     metrics = ServeMetrics()
     opts = LoadOptions()
     observer = EngineObserver(metrics)
-    return ServeState(model_name=MODEL, metrics=metrics,
-                      deployment=Deployment(load_version(artifact, opts, observer), opts, observer))
+    return ServeState(
+        model_name=MODEL, metrics=metrics, deployment=Deployment(load_version(artifact, opts, observer), opts, observer)
+    )
 
 
 @pytest.fixture(scope="module")

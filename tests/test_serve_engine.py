@@ -135,8 +135,11 @@ def test_seeded_sampling_is_reproducible_and_the_same_batched(lm):
     engine = make_engine(lm, max_batch=3)
     try:
         alone = list(engine.add_request(PROMPTS[1], 10, params))
-        handles = [engine.add_request(PROMPTS[1], 10, params), engine.add_request(PROMPTS[0], 10, params),
-                   engine.add_request(PROMPTS[1], 10, SamplingParams(temperature=0.9, seed=8))]
+        handles = [
+            engine.add_request(PROMPTS[1], 10, params),
+            engine.add_request(PROMPTS[0], 10, params),
+            engine.add_request(PROMPTS[1], 10, SamplingParams(temperature=0.9, seed=8)),
+        ]
         batched, _, other_seed = [list(h) for h in handles]
     finally:
         engine.stop()
@@ -199,6 +202,7 @@ def test_the_real_self_check_passes_on_the_tiny_llama(lm):
 
 # -- text: incremental detokenization and stop strings -------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tokenizer(artifact):
     from gptctl.serve.tokenizer import LightTokenizer
@@ -219,11 +223,14 @@ def test_text_stream_releases_exactly_the_full_decode(tokenizer):
     assert all("\ufffd" not in p for p in parts)  # a split multi-byte character waits for its last byte
 
 
-@pytest.mark.parametrize("stop, expected", [
-    (["heart"], "The doctor listened to the "),
-    (["日本", "zzz"], "The doctor listened to the heart. Héllo wörld "),
-    (["lungs!"], TEXT),  # a prefix of a stop string that never completes is released at the end
-])
+@pytest.mark.parametrize(
+    "stop, expected",
+    [
+        (["heart"], "The doctor listened to the "),
+        (["日本", "zzz"], "The doctor listened to the heart. Héllo wörld "),
+        (["lungs!"], TEXT),  # a prefix of a stop string that never completes is released at the end
+    ],
+)
 def test_text_stream_cuts_before_a_stop_string(tokenizer, stop, expected):
     from gptctl.serve.detok import TextStream
 
@@ -254,6 +261,7 @@ def test_light_tokenizer_matches_transformers(artifact, tokenizer):
 
 
 # -- artifacts ------------------------------------------------------------------------------------
+
 
 def test_resolve_artifact_accepts_an_export_or_a_run_dir_with_one(artifact, tmp_path):
     from gptctl.serve.versions import resolve_artifact

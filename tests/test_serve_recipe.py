@@ -40,8 +40,9 @@ def _copy_export(run):
     with atomic_output_dir(run.output) as work:
         shutil.copytree(run.options.model, work, dirs_exist_ok=True)
         manifest = json.loads((work / "gptctl.json").read_text())
-        Manifest(step="export", options={}, outputs=manifest["outputs"], extra={"validation": manifest["validation"]}
-                 ).write(work)
+        Manifest(
+            step="export", options={}, outputs=manifest["outputs"], extra={"validation": manifest["validation"]}
+        ).write(work)
     return json.loads((run.output / "gptctl.json").read_text())
 
 

@@ -51,9 +51,26 @@ def refs(artifact):
 def router(artifact):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "gptctl", "serve", str(artifact), "--port", str(port), "--replicas",
-                             "2", "--max-batch", "4", "--model-name", MODEL], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gptctl",
+            "serve",
+            str(artifact),
+            "--port",
+            str(port),
+            "--replicas",
+            "2",
+            "--max-batch",
+            "4",
+            "--model-name",
+            MODEL,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
         try:
@@ -132,8 +149,11 @@ def test_a_replica_killed_under_load_fails_no_unstarted_request_and_is_replaced(
     assert _one(url, PROMPTS[0], True)[2] == refs[PROMPTS[0]]
     metrics = httpx.get(url + "/metrics").text
     assert "gptctl_serve_replica_restarts 1.0" in metrics and "gptctl_serve_replicas_ready 2.0" in metrics
-    retried = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-                  if line.startswith("gptctl_serve_router_retries_total"))
+    retried = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("gptctl_serve_router_retries_total")
+    )
     assert retried + len(failed) >= 1  # the kill did hit requests in flight: retried, or failed mid-stream
 
 
@@ -215,7 +235,7 @@ def test_the_router_picks_the_ready_replica_with_least_work():
 def test_stream_events_that_start_a_response():
     from gptctl.serve.router import _event
 
-    assert _event(': keep-alive') == "comment"
+    assert _event(": keep-alive") == "comment"
     role = {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
     assert _event("data: " + json.dumps(role)) == "head"
     assert _event("data: " + json.dumps({"choices": [{"delta": {"content": "Hi"}}]})) == "token"
@@ -240,4 +260,4 @@ def test_metrics_of_replicas_are_summed():
     merged = merge_expositions(texts)
     assert 'gptctl_serve_requests_total{route="/v1/completions"} 5.0' in merged
     assert 'gptctl_serve_ttft_seconds_bucket{le="0.1"} 1.0' in merged
-    assert 'gptctl_serve_ttft_seconds_count 2.0' in merged and "_created" not in merged
+    assert "gptctl_serve_ttft_seconds_count 2.0" in merged and "_created" not in merged

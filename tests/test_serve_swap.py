@@ -120,8 +120,22 @@ def test_swap_requests_are_validated(server):
 
 
 def test_loadtest_reports_throughput_and_latency(server):
-    res = CliRunner().invoke(app, ["serve", "loadtest", "--url", server.url, "--requests", "8", "--concurrency", "4",
-                                   "--max-tokens", "6", "--json"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "serve",
+            "loadtest",
+            "--url",
+            server.url,
+            "--requests",
+            "8",
+            "--concurrency",
+            "4",
+            "--max-tokens",
+            "6",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
     assert report["ok"] == 8 and report["failed"] == 0

@@ -40,7 +40,10 @@ def train_tokenizer(directory: Path, vocab_size: int = 384):
     )
     tok.train_from_iterator(CORPUS, trainer=trainer)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<pad>",
+        tokenizer_object=tok,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<pad>",
         model_input_names=["input_ids", "attention_mask"],
     )
     # A minimal chat template so chat-format data can be tested on every architecture.
@@ -50,23 +53,52 @@ def train_tokenizer(directory: Path, vocab_size: int = 384):
 
 
 def _config(arch: str, vocab: int, bos: int, eos: int):
-    from transformers import (GPT2Config, GPTNeoXConfig, LlamaConfig, OPTConfig, Qwen2Config)
+    from transformers import GPT2Config, GPTNeoXConfig, LlamaConfig, OPTConfig, Qwen2Config
 
     common = dict(vocab_size=vocab, bos_token_id=bos, eos_token_id=eos)
     if arch == "gpt2":
         return GPT2Config(n_layer=2, n_embd=64, n_head=4, n_positions=128, **common)
     if arch == "llama":
-        return LlamaConfig(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,
-                           num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=True, **common)
+        return LlamaConfig(
+            num_hidden_layers=2,
+            hidden_size=64,
+            intermediate_size=128,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+            tie_word_embeddings=True,
+            **common,
+        )
     if arch == "qwen2":
-        return Qwen2Config(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,
-                           num_key_value_heads=2, max_position_embeddings=128, tie_word_embeddings=True, **common)
+        return Qwen2Config(
+            num_hidden_layers=2,
+            hidden_size=64,
+            intermediate_size=128,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+            tie_word_embeddings=True,
+            **common,
+        )
     if arch == "gpt_neox":
-        return GPTNeoXConfig(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,
-                             max_position_embeddings=128, **common)
+        return GPTNeoXConfig(
+            num_hidden_layers=2,
+            hidden_size=64,
+            intermediate_size=128,
+            num_attention_heads=4,
+            max_position_embeddings=128,
+            **common,
+        )
     if arch == "opt":
-        return OPTConfig(num_hidden_layers=2, hidden_size=64, ffn_dim=128, num_attention_heads=4,
-                         max_position_embeddings=128, word_embed_proj_dim=64, **common)
+        return OPTConfig(
+            num_hidden_layers=2,
+            hidden_size=64,
+            ffn_dim=128,
+            num_attention_heads=4,
+            max_position_embeddings=128,
+            word_embed_proj_dim=64,
+            **common,
+        )
     raise ValueError(f"unknown tiny architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
 
 
@@ -102,7 +134,14 @@ def build_tiny_encoder(arch: str, directory: str | Path, seed: int = 0) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     tok = train_tokenizer(directory)
     torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=len(tok), num_hidden_layers=2, hidden_size=32, intermediate_size=64,
-                     num_attention_heads=4, max_position_embeddings=128, pad_token_id=tok.pad_token_id)
+    cfg = BertConfig(
+        vocab_size=len(tok),
+        num_hidden_layers=2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_attention_heads=4,
+        max_position_embeddings=128,
+        pad_token_id=tok.pad_token_id,
+    )
     BertModel(cfg).save_pretrained(directory, safe_serialization=True)
     return directory

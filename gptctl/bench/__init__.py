@@ -12,7 +12,7 @@ from gptctl.bench.options import BenchOptions
 __all__ = ["BenchOptions", "bench_artifact", "run_benchmark"]
 
 
-def bench_artifact(options: "BenchOptions | dict[str, Any]", progress: Any = None) -> dict[str, Any]:
+def bench_artifact(options: BenchOptions | dict[str, Any], progress: Any = None) -> dict[str, Any]:
     """Benchmark an existing `gptctl export` directory; return its manifest with a fresh `benchmark`."""
     from gptctl.bench.artifact import bench_artifact as _run
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gptctl.errors import BadInput
 from gptctl.bench.options import BenchOptions
+from gptctl.errors import BadInput
 from gptctl.manifest import read_manifest
 from gptctl.options import parse_options
 from gptctl.progress import NULL_PROGRESS
@@ -14,7 +14,11 @@ from gptctl.runtime.artifact import artifact_vocab_size, check_onnx_file
 
 
 def bench_artifact(options: BenchOptions | dict[str, Any], progress: Any = None) -> dict[str, Any]:
-    opts = options if isinstance(options, BenchOptions) else parse_options(BenchOptions, dict(options), what="bench options")
+    opts = (
+        options
+        if isinstance(options, BenchOptions)
+        else parse_options(BenchOptions, dict(options), what="bench options")
+    )
     progress = progress or NULL_PROGRESS
     artifact = Path(opts.model).expanduser()
     if not artifact.is_dir():
@@ -28,8 +32,15 @@ def bench_artifact(options: BenchOptions | dict[str, Any], progress: Any = None)
     from gptctl.bench.runner import run_benchmark
 
     task = (manifest.get("options") or {}).get("task")  # None (an older manifest): the graph decides
-    bench = run_benchmark(artifact.resolve(), opts, source_spec=source, vocab_size=vocab, baseline=opts.baseline,
-                          progress=progress, task=task)
+    bench = run_benchmark(
+        artifact.resolve(),
+        opts,
+        source_spec=source,
+        vocab_size=vocab,
+        baseline=opts.baseline,
+        progress=progress,
+        task=task,
+    )
     manifest = dict(manifest)
     manifest["benchmark"] = bench
     return manifest

@@ -6,7 +6,8 @@ import os
 import statistics
 import subprocess
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -15,16 +16,22 @@ DECODE_RUNS_MAX = 3  # decode repetitions (each `decode_tokens` long) after the 
 
 def percentiles(samples_ms: list[float]) -> dict[str, float]:
     a = np.asarray(samples_ms, dtype=np.float64)
-    return {"p50": round(float(np.percentile(a, 50)), 3), "p90": round(float(np.percentile(a, 90)), 3),
-            "p99": round(float(np.percentile(a, 99)), 3), "mean": round(float(a.mean()), 3), "n": int(a.size)}
+    return {
+        "p50": round(float(np.percentile(a, 50)), 3),
+        "p90": round(float(np.percentile(a, 90)), 3),
+        "p99": round(float(np.percentile(a, 99)), 3),
+        "mean": round(float(a.mean()), 3),
+        "n": int(a.size),
+    }
 
 
 def grid_key(batch: int, seq: int) -> str:
     return f"b{batch}_s{seq}"
 
 
-def prefill_grid(run: Callable[[np.ndarray], Any], rng: np.random.Generator, low: int, vocab: int,
-                 spec: dict[str, Any]) -> dict[str, Any]:
+def prefill_grid(
+    run: Callable[[np.ndarray], Any], rng: np.random.Generator, low: int, vocab: int, spec: dict[str, Any]
+) -> dict[str, Any]:
     """Prefill latency (ms) per batch x sequence cell: `warmup` untimed runs, then `iterations` timed."""
     out: dict[str, Any] = {"iterations": spec["iterations"], "warmup": spec["warmup"]}
     for batch in spec["batch_sizes"]:
@@ -41,8 +48,9 @@ def prefill_grid(run: Callable[[np.ndarray], Any], rng: np.random.Generator, low
     return out
 
 
-def encoder_grid(run: Callable[[np.ndarray], Any], rng: np.random.Generator, low: int, vocab: int,
-                 spec: dict[str, Any]) -> dict[str, Any]:
+def encoder_grid(
+    run: Callable[[np.ndarray], Any], rng: np.random.Generator, low: int, vocab: int, spec: dict[str, Any]
+) -> dict[str, Any]:
     """An encoder's latency (ms) per batch x sequence cell, as `prefill_grid`, plus its throughput there:
     sequences/s and tokens/s at the median latency (batch / p50 and batch * sequence / p50)."""
     grid = prefill_grid(run, rng, low, vocab, spec)
@@ -55,8 +63,13 @@ def encoder_grid(run: Callable[[np.ndarray], Any], rng: np.random.Generator, low
     return grid
 
 
-def decode_rate(generate: Callable[[np.ndarray, int, list], Any], rng: np.random.Generator, low: int, vocab: int,
-                spec: dict[str, Any]) -> dict[str, Any]:
+def decode_rate(
+    generate: Callable[[np.ndarray, int, list], Any],
+    rng: np.random.Generator,
+    low: int,
+    vocab: int,
+    spec: dict[str, Any],
+) -> dict[str, Any]:
     """Decode tokens/s with the KV cache, batch 1, prompt = first prompt length.
 
     The rate counts tokens after the first (the first one includes the prefill): (n - 1) / (t_n - t_1).
@@ -72,10 +85,14 @@ def decode_rate(generate: Callable[[np.ndarray, int, list], Any], rng: np.random
         if len(stamps) >= 2 and stamps[-1] > stamps[0]:
             rates.append((len(stamps) - 1) / (stamps[-1] - stamps[0]))
     rate = statistics.median(rates) if rates else None
-    return {"decode_tokens": n, "decode_runs": len(rates), "decode_prompt_length": int(ids.shape[1]),
-            "decode_tokens_per_s": round(rate, 3) if rate else None,
-            "decode_ms_per_token": round(1e3 / rate, 3) if rate else None,
-            "decode_tokens_per_s_runs": [round(r, 3) for r in rates]}
+    return {
+        "decode_tokens": n,
+        "decode_runs": len(rates),
+        "decode_prompt_length": int(ids.shape[1]),
+        "decode_tokens_per_s": round(rate, 3) if rate else None,
+        "decode_ms_per_token": round(1e3 / rate, 3) if rate else None,
+        "decode_tokens_per_s_runs": [round(r, 3) for r in rates],
+    }
 
 
 def _status_kb(field: str) -> int | None:
@@ -116,8 +133,12 @@ def peak_rss_mb() -> float | None:
 def gpu_memory_mb() -> float | None:
     """GPU memory held by this process (ORT's arena keeps its peak), from nvidia-smi."""
     try:
-        text = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-                              capture_output=True, text=True, timeout=20).stdout
+        text = subprocess.run(
+            ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     for line in text.splitlines():

@@ -11,5 +11,9 @@ class BenchOptions(BenchSettings):
 
     # The artifact directory: the command's argument, not a flag.
     model: str = option("str", None, "Directory written by `gptctl export`.", required=True, cli=False)
-    baseline: bool = option("bool", True, "Also measure the PyTorch eager baseline (needs the artifact's input model "
-                            "to be loadable here).", flag="--baseline/--no-baseline")
+    baseline: bool = option(
+        "bool",
+        True,
+        "Also measure the PyTorch eager baseline (needs the artifact's input model to be loadable here).",
+        flag="--baseline/--no-baseline",
+    )

@@ -62,10 +62,15 @@ def _measure_decoder(lm: OrtCausalLM, rng: np.random.Generator, spec: dict[str, 
 
     result["prefill_ms"] = metrics.prefill_grid(prefill, rng, low, vocab, spec)
     result["kv_cache"] = lm.has_cache  # without one, each token recomputes the whole sequence
-    result.update(metrics.decode_rate(lambda ids, n, timings: lm.greedy(ids, n, timings=timings), rng, low, vocab, spec))
+    result.update(
+        metrics.decode_rate(lambda ids, n, timings: lm.greedy(ids, n, timings=timings), rng, low, vocab, spec)
+    )
 
 
-def _measure_encoder(encoder: OrtEncoder, rng: np.random.Generator, spec: dict[str, Any],
-                     result: dict[str, Any]) -> None:
+def _measure_encoder(
+    encoder: OrtEncoder, rng: np.random.Generator, spec: dict[str, Any], result: dict[str, Any]
+) -> None:
     result["inputs_fed"] = list(encoder.input_names)  # every input the graph declares
-    result["encoder_ms"] = metrics.encoder_grid(encoder.forward, rng, spec.get("token_low", 0), spec["vocab_size"], spec)
+    result["encoder_ms"] = metrics.encoder_grid(
+        encoder.forward, rng, spec.get("token_low", 0), spec["vocab_size"], spec
+    )

@@ -26,19 +26,33 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("threads"):
         env["OMP_NUM_THREADS"] = str(spec["threads"])
     try:
-        proc = subprocess.run([sys.executable, "-m", "gptctl.bench.worker"], input=json.dumps(spec), text=True,
-                              capture_output=True, env=env, timeout=WORKER_TIMEOUT_S)
+        proc = subprocess.run(
+            [sys.executable, "-m", "gptctl.bench.worker"],
+            input=json.dumps(spec),
+            text=True,
+            capture_output=True,
+            env=env,
+            timeout=WORKER_TIMEOUT_S,
+        )
     except subprocess.TimeoutExpired:
         return {"available": False, "reason": f"benchmark worker timed out after {WORKER_TIMEOUT_S} s"}
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("GPTCTL-RESULT "):
-            return json.loads(line[len("GPTCTL-RESULT "):])
+            return json.loads(line[len("GPTCTL-RESULT ") :])
     tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
     return {"available": False, "reason": f"benchmark worker exited with code {proc.returncode}: {tail}"[:800]}
 
 
-def run_benchmark(artifact: Path, settings: Any, *, source_spec: str | None, vocab_size: int, baseline: bool = True,
-                  progress: Progress = NULL_PROGRESS, task: str | None = None) -> dict[str, Any]:
+def run_benchmark(
+    artifact: Path,
+    settings: Any,
+    *,
+    source_spec: str | None,
+    vocab_size: int,
+    baseline: bool = True,
+    progress: Progress = NULL_PROGRESS,
+    task: str | None = None,
+) -> dict[str, Any]:
     """The `benchmark` object: one entry per provider (plus `pytorch`), with ratios vs PyTorch.
 
     `task` is the export task (the manifest's options.task; `export --benchmark` passes its options, which
@@ -51,10 +65,19 @@ def run_benchmark(artifact: Path, settings: Any, *, source_spec: str | None, voc
     order, probes = resolve_providers(settings.provider, settings.require_provider)
     check_required(probes, settings.require_provider)
     task = task or getattr(settings, "task", None) or graph_task(Path(artifact) / "model.onnx")
-    common = {"artifact": str(artifact), "threads": settings.threads, "prompt_lengths": list(settings.prompt_lengths),
-              "batch_sizes": list(settings.batch_sizes), "iterations": settings.iterations, "warmup": settings.warmup,
-              "decode_tokens": settings.decode_tokens, "vocab_size": int(vocab_size), "seed": 0,
-              "trust_remote_code": settings.trust_remote_code, "task": task}
+    common = {
+        "artifact": str(artifact),
+        "threads": settings.threads,
+        "prompt_lengths": list(settings.prompt_lengths),
+        "batch_sizes": list(settings.batch_sizes),
+        "iterations": settings.iterations,
+        "warmup": settings.warmup,
+        "decode_tokens": settings.decode_tokens,
+        "vocab_size": int(vocab_size),
+        "seed": 0,
+        "trust_remote_code": settings.trust_remote_code,
+        "task": task,
+    }
     bench: dict[str, Any] = {}
     for name in order:
         probe = probes[name]
@@ -71,7 +94,11 @@ def run_benchmark(artifact: Path, settings: Any, *, source_spec: str | None, voc
             pt = run_worker({**common, "backend": "pytorch", "source": source_spec})
             pt.setdefault("provider", "pytorch")
         else:
-            pt = {"provider": "pytorch", "available": False, "reason": "the artifact's manifest does not name a loadable input model"}
+            pt = {
+                "provider": "pytorch",
+                "available": False,
+                "reason": "the artifact's manifest does not name a loadable input model",
+            }
         bench["pytorch"] = pt
         add_ratios(bench)
     check_required(bench, settings.require_provider)

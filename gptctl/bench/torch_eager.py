@@ -26,9 +26,15 @@ class TorchEagerBackend:
         if spec.get("threads"):
             torch.set_num_threads(int(spec["threads"]))
         encoder = is_encoder_task(spec.get("task"))
-        result: dict[str, Any] = {"provider": "pytorch", "kind": "encoder" if encoder else "decoder", "available": True,
-                                  "reason": None, "torch_version": torch.__version__, "device": "cpu",
-                                  "threads": torch.get_num_threads()}
+        result: dict[str, Any] = {
+            "provider": "pytorch",
+            "kind": "encoder" if encoder else "decoder",
+            "available": True,
+            "reason": None,
+            "torch_version": torch.__version__,
+            "device": "cpu",
+            "threads": torch.get_num_threads(),
+        }
         t0 = time.perf_counter()
         source = resolve_model(spec["source"], trust_remote_code=spec.get("trust_remote_code", False))
         model = _load_encoder(source) if encoder else load_causal_lm(source, merge_adapter=True)
@@ -99,6 +105,14 @@ def _generate(model: Any, ids: np.ndarray, n: int, stamps: list[float]) -> Any:
 
     x = torch.from_numpy(ids)
     with torch.inference_mode():
-        return model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=n, min_new_tokens=n,
-                              do_sample=False, num_beams=1, use_cache=True, pad_token_id=0,
-                              stopping_criteria=StoppingCriteriaList([_Stamp()]))
+        return model.generate(
+            input_ids=x,
+            attention_mask=torch.ones_like(x),
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            num_beams=1,
+            use_cache=True,
+            pad_token_id=0,
+            stopping_criteria=StoppingCriteriaList([_Stamp()]),
+        )

@@ -10,13 +10,51 @@ Generated from optimum 2.1.0 / optimum-onnx 0.1.0:
 
 from __future__ import annotations
 
-EXPORTABLE_ARCHITECTURES: frozenset[str] = frozenset({
-    "arcee", "bart", "bigbird_pegasus", "blenderbot", "blenderbot_small", "bloom", "codegen", "cohere",
-    "deepseek_v3", "falcon", "gemma", "gemma2", "gemma3", "gemma3_text", "glm", "gpt2", "gpt_bigcode",
-    "gpt_neo", "gpt_neox", "gpt_oss", "gptj", "granite", "helium", "internlm2", "llama", "marian",
-    "mbart", "mistral", "mpt", "nemotron", "olmo", "olmo2", "opt", "pegasus", "phi", "phi3", "qwen2",
-    "qwen3", "qwen3_moe", "smollm3", "stablelm",
-})
+EXPORTABLE_ARCHITECTURES: frozenset[str] = frozenset(
+    {
+        "arcee",
+        "bart",
+        "bigbird_pegasus",
+        "blenderbot",
+        "blenderbot_small",
+        "bloom",
+        "codegen",
+        "cohere",
+        "deepseek_v3",
+        "falcon",
+        "gemma",
+        "gemma2",
+        "gemma3",
+        "gemma3_text",
+        "glm",
+        "gpt2",
+        "gpt_bigcode",
+        "gpt_neo",
+        "gpt_neox",
+        "gpt_oss",
+        "gptj",
+        "granite",
+        "helium",
+        "internlm2",
+        "llama",
+        "marian",
+        "mbart",
+        "mistral",
+        "mpt",
+        "nemotron",
+        "olmo",
+        "olmo2",
+        "opt",
+        "pegasus",
+        "phi",
+        "phi3",
+        "qwen2",
+        "qwen3",
+        "qwen3_moe",
+        "smollm3",
+        "stablelm",
+    }
+)
 
 
 def normalise_architecture(name: str) -> str:

@@ -30,7 +30,7 @@ _BOOLS_11 = {"yes", "Yes", "YES", "no", "No", "NO", "on", "On", "ON", "off", "Of
 # A YAML 1.1 boolean (or `=`, PyYAML's "value" tag) standing alone as a scalar: a key, a value, a
 # list item or a flow item; the same words inside longer text ("trained on data") are harmless.
 _BOOL_SCALAR = re.compile(
-    r"(?:^|[\[{,]|[:\-](?=[ \t]))[ \t]*(?:yes|Yes|YES|no|No|NO|on|On|ON|off|Off|OFF|=)[ \t]*(?:$|#|[,\]}]|:(?:[ \t]|$))",
+    r"(?:^|[\[{,]|[:\-](?=[ \t]))[ \t]*(?:yes|Yes|YES|no|No|NO|on|On|ON|off|Off|OFF|=)[ \t]*(?:$|#|[,\]}]|:(?:[ \t]|$))",  # noqa: E501
     re.MULTILINE,
 )
 _TAG = re.compile(r"(?:^|[\s\[{,])!")
@@ -135,9 +135,11 @@ def _same(a: Any, b: Any) -> bool:
     if type(a) is not type(b):
         return False
     if isinstance(a, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=False))
     if isinstance(a, dict):
-        return len(a) == len(b) and all(_same(ka, kb) and _same(va, vb) for (ka, va), (kb, vb) in zip(a.items(), b.items()))
+        return len(a) == len(b) and all(
+            _same(ka, kb) and _same(va, vb) for (ka, va), (kb, vb) in zip(a.items(), b.items(), strict=False)
+        )
     if isinstance(a, float) and a != a:
         return b != b
     return a == b

@@ -23,9 +23,10 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 # PyYAML's reading lives one level down: fastyaml checks itself against it without importing this module.
 from gptctl.catalog.pyyaml_reader import ParseError as _ParseError
@@ -55,7 +56,13 @@ class CatalogFile:
     cached: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "name": self.name, "sha256": self.sha256, "models": self.models, "builtin": self.builtin}
+        return {
+            "path": self.path,
+            "name": self.name,
+            "sha256": self.sha256,
+            "models": self.models,
+            "builtin": self.builtin,
+        }
 
 
 @dataclass
@@ -179,9 +186,14 @@ def _raise_problems(problems: list[str]) -> None:
 
 # ------------------------------------------------------------------------------------------ one file
 
-def _load_file(name: str, path: Path, builtin: bool, *, use_cache: bool) -> tuple[list[ModelEntry], dict, CatalogFile, list[str]]:
+
+def _load_file(
+    name: str, path: Path, builtin: bool, *, use_cache: bool
+) -> tuple[list[ModelEntry], dict, CatalogFile, list[str]]:
     shown = str(path) if builtin else name
-    cfile = CatalogFile(path=str(path.resolve()) if path.exists() else str(path), name=name, sha256="", models=0, builtin=builtin)
+    cfile = CatalogFile(
+        path=str(path.resolve()) if path.exists() else str(path), name=name, sha256="", models=0, builtin=builtin
+    )
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -208,7 +220,16 @@ def _load_file(name: str, path: Path, builtin: bool, *, use_cache: bool) -> tupl
     try:
         doc, has_duplicate_keys = _parse(text, is_json)
     except _ParseError as exc:
-        return [], {}, cfile, [f"{shown}:{exc.line}: not valid {'JSON' if is_json else 'YAML'}: {exc.problem}" if exc.line else f"{shown}: not valid {'JSON' if is_json else 'YAML'}: {exc.problem}"]
+        return (
+            [],
+            {},
+            cfile,
+            [
+                f"{shown}:{exc.line}: not valid {'JSON' if is_json else 'YAML'}: {exc.problem}"
+                if exc.line
+                else f"{shown}: not valid {'JSON' if is_json else 'YAML'}: {exc.problem}"
+            ],
+        )
 
     raw_problems: list[tuple] = []
     entries, scoring = _check_document(doc, raw_problems, cfile.path)
@@ -230,7 +251,9 @@ def _check_document(doc: Any, problems: list, origin: str) -> tuple[list[ModelEn
         return [], {}
     for key in doc:
         if key not in TOP_KEYS:
-            problems.append(((key,), f"unknown top-level key {key!r}{did_you_mean(key, TOP_KEYS)}; allowed: {', '.join(TOP_KEYS)}"))
+            problems.append(
+                ((key,), f"unknown top-level key {key!r}{did_you_mean(key, TOP_KEYS)}; allowed: {', '.join(TOP_KEYS)}")
+            )
     scoring = check_scoring(doc["scoring"], ("scoring",), problems) if "scoring" in doc else {}
     if "models" not in doc:
         if "scoring" not in doc:
@@ -257,6 +280,7 @@ def _check_document(doc: Any, problems: list, origin: str) -> tuple[list[ModelEn
 
 
 # ------------------------------------------------------------------------------------------ parsing
+
 
 def _parse(text: str, is_json: bool) -> tuple[Any, bool]:
     """Parse quickly; return (document, whether some mapping repeats a key)."""
@@ -297,8 +321,10 @@ def _locate(shown: str, text: str, problems: list[tuple]) -> list[str]:
             _walk(node, (), lines, dups)
     except Exception:  # noqa: BLE001 - lines are a courtesy; the problems are reported regardless
         pass
-    out = [f"{shown}:{line}: {format_path(path)}: key {path[-1]!r} appears more than once in this mapping (YAML would keep the last)"
-           for path, line in dups]
+    out = [
+        f"{shown}:{line}: {format_path(path)}: key {path[-1]!r} appears more than once in this mapping (YAML would keep the last)"  # noqa: E501
+        for path, line in dups
+    ]
     for prob in problems:
         path, msg = prob[0], prob[1]
         line = line_of(lines, path) if lines else None
@@ -349,7 +375,9 @@ def _cache_file(sha: str) -> Path | None:
 
     from gptctl import __version__
 
-    base = os.environ.get("GPTCTL_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "gptctl")
+    base = os.environ.get("GPTCTL_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "gptctl"
+    )
     py = f"py{sys.version_info[0]}{sys.version_info[1]}"  # marshal's format may change between Python versions
     return Path(base) / "catalog" / f"{sha}-s{SCHEMA_VERSION}-v{__version__}-{py}.cache"
 

@@ -42,46 +42,75 @@ from gptctl.catalog.units import parse_params
 SCHEMA_VERSION = 1
 
 FIELDS = (
-    "id", "family", "architecture", "params", "params_exact", "context_length", "license",
-    "tasks", "domains", "languages", "instruct", "release", "metrics", "metrics_source", "source",
+    "id",
+    "family",
+    "architecture",
+    "params",
+    "params_exact",
+    "context_length",
+    "license",
+    "tasks",
+    "domains",
+    "languages",
+    "instruct",
+    "release",
+    "metrics",
+    "metrics_source",
+    "source",
 )
 REQUIRED = ("id", "params", "tasks", "domains")
 
 TASKS = (
-    "text-generation", "text2text-generation", "image-text-to-text", "feature-extraction",
-    "fill-mask", "question-answering", "summarization", "translation",
+    "text-generation",
+    "text2text-generation",
+    "image-text-to-text",
+    "feature-extraction",
+    "fill-mask",
+    "question-answering",
+    "summarization",
+    "translation",
 )
 
 DOMAINS = (
-    "general", "chat", "multilingual", "chinese", "biomedical", "medical", "code", "math",
-    "legal", "finance", "science", "reasoning",
+    "general",
+    "chat",
+    "multilingual",
+    "chinese",
+    "biomedical",
+    "medical",
+    "code",
+    "math",
+    "legal",
+    "finance",
+    "science",
+    "reasoning",
 )
 
 # Standard metric keys (scores 0-100) and their chance level, used to normalise quality:
 # (score - chance) / (100 - chance). Chance levels are approximate (answer-choice counts).
 METRICS: dict[str, float] = {
-    "mmlu": 25.0,        # 4 choices (also used for the cloze variant; metrics_source says which)
-    "mmlu_pro": 10.0,    # 10 choices
-    "hellaswag": 25.0,   # 4 endings
-    "arc_c": 25.0,       # ~4 choices
+    "mmlu": 25.0,  # 4 choices (also used for the cloze variant; metrics_source says which)
+    "mmlu_pro": 10.0,  # 10 choices
+    "hellaswag": 25.0,  # 4 endings
+    "arc_c": 25.0,  # ~4 choices
     "arc_e": 25.0,
-    "piqa": 50.0,        # 2 solutions
+    "piqa": 50.0,  # 2 solutions
     "winogrande": 50.0,  # 2 options
     "boolq": 50.0,
     "obqa": 25.0,
-    "csqa": 20.0,        # 5 choices
-    "siqa": 33.3,        # 3 choices
+    "csqa": 20.0,  # 5 choices
+    "siqa": 33.3,  # 3 choices
     "truthfulqa": 25.0,  # mc2; approximate
-    "bbh": 25.0,         # mixed tasks; approximate
-    "triviaqa": 0.0,     # open answers
+    "bbh": 25.0,  # mixed tasks; approximate
+    "triviaqa": 0.0,  # open answers
     "gsm8k": 0.0,
     "math": 0.0,
-    "humaneval": 0.0,    # pass@1
+    "humaneval": 0.0,  # pass@1
     "mbpp": 0.0,
     "ifeval": 0.0,
-    "medqa": 25.0,       # 4 options
-    "medmcqa": 25.0,     # 4 options
-    "pubmedqa": 33.3,    # yes / no / maybe
+    "medqa": 25.0,  # 4 options
+    "medmcqa": 25.0,  # 4 options
+    "pubmedqa": 33.3,  # yes / no / maybe
 }
 
 # Scoring criteria and missing-data policies (see gptctl.selection.scoring for their meaning).
@@ -149,15 +178,45 @@ class ModelEntry:
 
     def to_row(self) -> list[Any]:
         """Positional form (schema fields in FIELDS order), for the parse cache."""
-        return [self.id, self.family, self.architecture, self.params, self.params_exact, self.context_length,
-                self.license, self.tasks, self.domains, self.languages, self.instruct, self.release,
-                self.metrics, self.metrics_source, self.source]
+        return [
+            self.id,
+            self.family,
+            self.architecture,
+            self.params,
+            self.params_exact,
+            self.context_length,
+            self.license,
+            self.tasks,
+            self.domains,
+            self.languages,
+            self.instruct,
+            self.release,
+            self.metrics,
+            self.metrics_source,
+            self.source,
+        ]
 
     @classmethod
-    def from_row(cls, r: list[Any], origin: str | None = None) -> "ModelEntry":
+    def from_row(cls, r: list[Any], origin: str | None = None) -> ModelEntry:
         """Inverse of `to_row` (trusted input: written by this module)."""
-        return cls(r[0], r[3], tuple(r[7]), tuple(r[8]), r[1], r[2], r[4], r[5], r[6], tuple(r[9]), r[10], r[11],
-                   r[12], r[13], r[14], origin)
+        return cls(
+            r[0],
+            r[3],
+            tuple(r[7]),
+            tuple(r[8]),
+            r[1],
+            r[2],
+            r[4],
+            r[5],
+            r[6],
+            tuple(r[9]),
+            r[10],
+            r[11],
+            r[12],
+            r[13],
+            r[14],
+            origin,
+        )
 
     def release_month(self) -> int | None:
         """Months since year 0 (for recency), or None when the release is unknown."""
@@ -303,7 +362,12 @@ def _explain_list(key: str, v: list, allowed: Any, check: Any, path: tuple, prob
             if item in allowed:
                 items.append(item)
             else:
-                problems.append((path + (key, i), f"unknown {key[:-1]} {item!r}{did_you_mean(item, allowed)}; allowed: {', '.join(allowed)}"))
+                problems.append(
+                    (
+                        path + (key, i),
+                        f"unknown {key[:-1]} {item!r}{did_you_mean(item, allowed)}; allowed: {', '.join(allowed)}",
+                    )
+                )
         elif isinstance(item, str) and check.match(item):
             items.append(item)
         else:
@@ -334,9 +398,14 @@ def _check_metrics(g: Callable, path: tuple, problems: list, out: dict) -> None:
         problems.append((path + ("metrics",), f"expected a mapping of metric -> score (0-100), got {_type_name(v)}"))
         return
     ms = {k: float(x) for k, x in v.items()} if _good_metrics(v) else {}
-    for k, score in (v.items() if len(ms) != len(v) else ()):
+    for k, score in v.items() if len(ms) != len(v) else ():
         if k not in METRICS:
-            problems.append((path + ("metrics", k), f"unknown metric {k!r}{did_you_mean(k, METRICS)}; allowed: {', '.join(METRICS)}"))
+            problems.append(
+                (
+                    path + ("metrics", k),
+                    f"unknown metric {k!r}{did_you_mean(k, METRICS)}; allowed: {', '.join(METRICS)}",
+                )
+            )
         elif isinstance(score, bool) or not isinstance(score, (int, float)) or not (0 <= score <= 100):
             problems.append((path + ("metrics", k), f"expected a score between 0 and 100, got {score!r}"))
         else:
@@ -358,28 +427,52 @@ def _check_texts(g: Callable, path: tuple, problems: list, out: dict) -> None:
 
 def _build_entry(out: dict[str, Any], origin: str | None) -> ModelEntry:
     return ModelEntry(
-        id=out["id"], params=out["params"], tasks=out["tasks"], domains=out["domains"],
-        family=out.get("family"), architecture=out.get("architecture"),
-        params_exact=out.get("params_exact", False), context_length=out.get("context_length"),
-        license=out.get("license"), languages=out.get("languages", ()), instruct=out.get("instruct"),
-        release=out.get("release"), metrics=out.get("metrics", {}), metrics_source=out.get("metrics_source"),
-        source=out.get("source"), origin=origin,
+        id=out["id"],
+        params=out["params"],
+        tasks=out["tasks"],
+        domains=out["domains"],
+        family=out.get("family"),
+        architecture=out.get("architecture"),
+        params_exact=out.get("params_exact", False),
+        context_length=out.get("context_length"),
+        license=out.get("license"),
+        languages=out.get("languages", ()),
+        instruct=out.get("instruct"),
+        release=out.get("release"),
+        metrics=out.get("metrics", {}),
+        metrics_source=out.get("metrics_source"),
+        source=out.get("source"),
+        origin=origin,
     )
 
 
 # The field checks of check_entry, in the order their problems are reported. One call each costs
 # ~30 ms per 10,000 entries over the single-function version (0.17 s -> 0.20 s measured, 2 CPU cores).
-_FIELD_CHECKS = (_check_id, _check_params, _check_tokens, _check_flags, _check_context, _check_lists,
-                 _check_release, _check_metrics, _check_texts)
+_FIELD_CHECKS = (
+    _check_id,
+    _check_params,
+    _check_tokens,
+    _check_flags,
+    _check_context,
+    _check_lists,
+    _check_release,
+    _check_metrics,
+    _check_texts,
+)
 
 
 _FIELD_SET = frozenset(FIELDS)
 # (field, pattern, what it should be, values already seen to match: checked once per catalog load)
-_TOKEN_FIELDS = (("family", _FAMILY, "a family name", set()),
-                 ("architecture", _NAME, "a lower-case model_type (e.g. llama, gpt_neox)", set()),
-                 ("license", _NAME, "a lower-case license id (e.g. apache-2.0, mit, llama3.2, other)", set()))
-_LIST_FIELDS = (("tasks", TASKS, frozenset(TASKS), None), ("domains", DOMAINS, frozenset(DOMAINS), None),
-                ("languages", None, None, _LANG))
+_TOKEN_FIELDS = (
+    ("family", _FAMILY, "a family name", set()),
+    ("architecture", _NAME, "a lower-case model_type (e.g. llama, gpt_neox)", set()),
+    ("license", _NAME, "a lower-case license id (e.g. apache-2.0, mit, llama3.2, other)", set()),
+)
+_LIST_FIELDS = (
+    ("tasks", TASKS, frozenset(TASKS), None),
+    ("domains", DOMAINS, frozenset(DOMAINS), None),
+    ("languages", None, None, _LANG),
+)
 
 
 _LANGS_OK: set[str] = set()  # language codes already seen to match _LANG (a catalog repeats a few)
@@ -402,6 +495,8 @@ def _good_list(v: Any, allowed_set: frozenset | None, check: Any) -> bool:
         _LANGS_OK.update(v)
         return True
     return False
+
+
 _METRIC_SET = frozenset(METRICS)
 _NUMBER_TYPES = {int, float}  # not bool: type(True) is bool
 
@@ -446,7 +541,12 @@ def check_scoring(raw: Any, path: tuple, problems: list) -> dict[str, Any]:
             ws = {}
             for k, val in w.items():
                 if k not in CRITERIA:
-                    problems.append((path + ("weights", k), f"unknown criterion {k!r}{did_you_mean(k, CRITERIA)}; allowed: {', '.join(CRITERIA)}"))
+                    problems.append(
+                        (
+                            path + ("weights", k),
+                            f"unknown criterion {k!r}{did_you_mean(k, CRITERIA)}; allowed: {', '.join(CRITERIA)}",
+                        )
+                    )
                 elif isinstance(val, bool) or not isinstance(val, (int, float)) or val < 0 or val != val:
                     problems.append((path + ("weights", k), f"expected a weight >= 0, got {val!r}"))
                 else:
@@ -455,20 +555,29 @@ def check_scoring(raw: Any, path: tuple, problems: list) -> dict[str, Any]:
     if "missing" in raw:
         m = raw["missing"]
         if m not in MISSING_POLICIES:
-            problems.append((path + ("missing",), f"expected one of {', '.join(MISSING_POLICIES)}, got {m!r}{did_you_mean(m, MISSING_POLICIES)}"))
+            problems.append(
+                (
+                    path + ("missing",),
+                    f"expected one of {', '.join(MISSING_POLICIES)}, got {m!r}{did_you_mean(m, MISSING_POLICIES)}",
+                )
+            )
         else:
             out["missing"] = m
     if "license_openness" in raw:
         lo = raw["license_openness"]
         if not isinstance(lo, dict):
-            problems.append((path + ("license_openness",), f"expected a mapping of license -> openness (0-1), got {_type_name(lo)}"))
+            problems.append(
+                (path + ("license_openness",), f"expected a mapping of license -> openness (0-1), got {_type_name(lo)}")
+            )
         else:
             los = {}
             for k, val in lo.items():
                 if not isinstance(k, str) or not _NAME.match(k):
                     problems.append((path + ("license_openness", k), f"expected a lower-case license id, got {k!r}"))
                 elif isinstance(val, bool) or not isinstance(val, (int, float)) or not (0 <= val <= 1):
-                    problems.append((path + ("license_openness", k), f"expected an openness between 0 and 1, got {val!r}"))
+                    problems.append(
+                        (path + ("license_openness", k), f"expected an openness between 0 and 1, got {val!r}")
+                    )
                 else:
                     los[k] = float(val)
             out["license_openness"] = los

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from typer.core import TyperGroup
@@ -44,21 +44,46 @@ class _LazyGroup(TyperGroup):
 # Commands whose modules are imported only when the command runs (or its own --help is asked for):
 # name -> (module, function, whose docstring is the help: "module" or "function", the one-line help
 # `gptctl --help` lists). Typer turns a function's signature into click parameters when the app is
-# built, and importing and converting every command costs ~50 ms of each start-up. tests/test_cli_imports.py checks each line against the docstring.
+# built, and importing and converting every command costs ~50 ms of each start-up. tests/test_cli_imports.py checks each line against the docstring.  # noqa: E501
 LAZY_COMMANDS = {
-    "select": ("gptctl.cli.select", "select_command", "module", "Rank the catalog's models for your constraints, and explain the ranking."),
-    "export": ("gptctl.cli.export", "export_command", "module",
-               "Export a model to a validated ONNX artifact (KV cache), optionally quantized and benchmarked."),
-    "bench": ("gptctl.cli.export", "bench_command", "function",
-              "Benchmark an existing export artifact per execution provider, with PyTorch eager as baseline."),
-    "run": ("gptctl.cli.run", "run_command", "module",
-            "Run a YAML recipe: select -> optimize -> export, cached, resumable, with gates for CI."),
+    "select": (
+        "gptctl.cli.select",
+        "select_command",
+        "module",
+        "Rank the catalog's models for your constraints, and explain the ranking.",
+    ),
+    "export": (
+        "gptctl.cli.export",
+        "export_command",
+        "module",
+        "Export a model to a validated ONNX artifact (KV cache), optionally quantized and benchmarked.",
+    ),
+    "bench": (
+        "gptctl.cli.export",
+        "bench_command",
+        "function",
+        "Benchmark an existing export artifact per execution provider, with PyTorch eager as baseline.",
+    ),
+    "run": (
+        "gptctl.cli.run",
+        "run_command",
+        "module",
+        "Run a YAML recipe: select -> optimize -> export, cached, resumable, with gates for CI.",
+    ),
 }
 LAZY_GROUPS = {
-    "catalog": ("gptctl.cli.catalog", "Inspect and check model catalogs (the bundled one, --catalog FILE, or $GPTCTL_CATALOG)."),
-    "optimize": ("gptctl.cli.optimize", "Adapt (LoRA, prompt tuning) or shrink (pruning) a causal LM; perplexity before and after."),
-    "serve": ("gptctl.cli.serve",
-              "Serve an exported model as an OpenAI-compatible HTTP service; swap versions; drive load."),
+    "catalog": (
+        "gptctl.cli.catalog",
+        "Inspect and check model catalogs (the bundled one, --catalog FILE, or $GPTCTL_CATALOG).",
+    ),
+    "optimize": (
+        "gptctl.cli.optimize",
+        "Adapt (LoRA, prompt tuning) or shrink (pruning) a causal LM; perplexity before and after.",
+    ),
+    "serve": (
+        "gptctl.cli.serve",
+        "Serve an exported model as an OpenAI-compatible HTTP service; swap versions; drive load.",
+    ),
 }
 
 
@@ -89,8 +114,9 @@ class _RootGroup(TyperGroup):
             import importlib
 
             mod = importlib.import_module(module)
-            one = typer.Typer(add_completion=False, rich_markup_mode="rich",
-                              context_settings={"help_option_names": ["-h", "--help"]})
+            one = typer.Typer(
+                add_completion=False, rich_markup_mode="rich", context_settings={"help_option_names": ["-h", "--help"]}
+            )
             fn = getattr(mod, func)
             one.command(cmd_name, help=mod.__doc__ if doc_from == "module" else fn.__doc__)(fn)
             self._loaded[cmd_name] = typer.main.get_command(one)
@@ -134,11 +160,15 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Optional[bool] = typer.Option(
+    version: bool | None = typer.Option(
         None, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
-    debug: bool = typer.Option(False, "--debug", help="Also print the traceback of an error (the exit code stays the same)."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="More detail: gptctl's debug log, full tables (e.g. export's validation)."),
+    debug: bool = typer.Option(
+        False, "--debug", help="Also print the traceback of an error (the exit code stays the same)."
+    ),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="More detail: gptctl's debug log, full tables (e.g. export's validation)."
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings and errors only on stderr."),
 ) -> None:
     from gptctl import logs

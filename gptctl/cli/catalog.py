@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any
 
 import typer
 
@@ -21,7 +21,9 @@ app = typer.Typer(
 @app.command("validate")
 @handle_errors
 def validate_command(
-    files: List[str] = typer.Argument(..., metavar="FILE...", help="Catalog files to check ('builtin' checks the bundled one)."),
+    files: list[str] = typer.Argument(
+        ..., metavar="FILE...", help="Catalog files to check ('builtin' checks the bundled one)."
+    ),
 ) -> None:
     """Check catalog files against the schema; list every problem as file:line: field.path: problem (exit 2)."""
     from gptctl.catalog import validate_files
@@ -44,17 +46,27 @@ def _list(values: dict[str, Any], json_out: bool) -> None:
     entries = [e for e in result.catalog.entries if e.id in kept]  # catalog order, not score order
     if json_out:
         result.require_match()  # nothing matched: the error path prints one object (funnel, nearest misses)
-        print_json({"models": [e.to_dict() for e in entries], "count": len(entries), "constraints": result.constraints,
-                    "excluded": result.excluded, "catalog": result.catalog.info(), "warnings": result.warnings})
+        print_json(
+            {
+                "models": [e.to_dict() for e in entries],
+                "count": len(entries),
+                "constraints": result.constraints,
+                "excluded": result.excluded,
+                "catalog": result.catalog.info(),
+                "warnings": result.warnings,
+            }
+        )
     else:
         _render_list(entries, result)
     result.require_match()
 
 
 # The constraint flags of `gptctl select`, from the same declarations (scoring and ranking flags left out).
-list_command = app.command("list")(options_command(
-    SelectOptions, _list, name="list", doc=_list.__doc__, extra=[json_flag()],
-    skip=("weight", "top", "explain")))
+list_command = app.command("list")(
+    options_command(
+        SelectOptions, _list, name="list", doc=_list.__doc__, extra=[json_flag()], skip=("weight", "top", "explain")
+    )
+)
 
 
 def _render_list(entries: list, result: Any) -> None:
@@ -69,17 +81,35 @@ def _render_list(entries: list, result: Any) -> None:
         return
     tables = []
     for narrow in (False, True):
-        t = Table(title=f"{len(entries)} of {result.total} models", title_justify="left", highlight=False,
-                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+        t = Table(
+            title=f"{len(entries)} of {result.total} models",
+            title_justify="left",
+            highlight=False,
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+            collapse_padding=True,
+        )
         heads = ("family", "arch", "params", "ctx", "license", "domains", "instr", "release")
-        t.add_column("id" + (f" ({' · '.join(heads)})" if narrow else ""), style="bold", no_wrap=not narrow,
-                     min_width=max(len(e.id) for e in entries))
+        t.add_column(
+            "id" + (f" ({' · '.join(heads)})" if narrow else ""),
+            style="bold",
+            no_wrap=not narrow,
+            min_width=max(len(e.id) for e in entries),
+        )
         if not narrow:
             for head in heads:
                 t.add_column(head, justify="right" if head in ("params", "ctx") else "left", no_wrap=head != "domains")
         for e in entries:
-            cells = [e.family or "?", e.architecture or "?", format_params(e.params), format_context(e.context_length),
-                     e.license or "?", ", ".join(e.domains), {True: "yes", False: "no", None: "?"}[e.instruct], e.release or "?"]
+            cells = [
+                e.family or "?",
+                e.architecture or "?",
+                format_params(e.params),
+                format_context(e.context_length),
+                e.license or "?",
+                ", ".join(e.domains),
+                {True: "yes", False: "no", None: "?"}[e.instruct],
+                e.release or "?",
+            ]
             if narrow:
                 t.add_row(Text(e.id, style="bold") + Text("\n" + " · ".join(cells), style="not bold dim"))
             else:
@@ -126,9 +156,20 @@ def _show(values: dict[str, Any], model_id: str, json_out: bool) -> None:
 
 
 # Only `--catalog` comes from SelectOptions: the entry is named by its id.
-show_command = app.command("show")(options_command(
-    SelectOptions, _show, name="show", doc=_show.__doc__, only=("catalog",), extra=[
-        extra_option("model_id", str, typer.Argument(
-            ..., metavar="ID", help="A model id from the catalog (case-insensitive if unique).")),
-        json_flag(),
-    ]))
+show_command = app.command("show")(
+    options_command(
+        SelectOptions,
+        _show,
+        name="show",
+        doc=_show.__doc__,
+        only=("catalog",),
+        extra=[
+            extra_option(
+                "model_id",
+                str,
+                typer.Argument(..., metavar="ID", help="A model id from the catalog (case-insensitive if unique)."),
+            ),
+            json_flag(),
+        ],
+    )
+)

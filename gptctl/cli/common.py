@@ -89,8 +89,11 @@ def handle_errors(fn: Callable) -> Callable:
 
 # ------------------------------------------------------------------------------------------ logging
 
-_LEVEL_STYLE = {logging.WARNING: "[yellow]warning:[/] ", logging.ERROR: "[bold red]error:[/] ",
-                logging.CRITICAL: "[bold red]error:[/] "}
+_LEVEL_STYLE = {
+    logging.WARNING: "[yellow]warning:[/] ",
+    logging.ERROR: "[bold red]error:[/] ",
+    logging.CRITICAL: "[bold red]error:[/] ",
+}
 
 
 class ConsoleLogHandler(logging.Handler):
@@ -111,6 +114,7 @@ class ConsoleLogHandler(logging.Handler):
 
 
 # ------------------------------------------------------------------------------------------ tables
+
 
 def fits(table: Any, console: Console | None = None) -> bool:
     """Whether a table's natural width (no cell wrapped or cut) fits the console."""

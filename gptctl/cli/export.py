@@ -47,13 +47,25 @@ def _bench(values: dict[str, Any], artifact: str, json_out: bool) -> None:
 
 # Every flag is a field of ExportOptions / BenchOptions (gptctl/export/options.py, gptctl/runtime/settings.py):
 # --quantize's choices come from the quantization registry, --provider's from the execution providers' table.
-export_command = options_command(ExportOptions, _export, name="export", doc=_export.__doc__, extra=[
-    json_flag("Print the manifest (with validation and benchmark) as JSON."),
-])
-bench_command = options_command(BenchOptions, _bench, name="bench", doc=_bench.__doc__, extra=[
-    extra_option("artifact", str, typer.Argument(..., help=BenchOptions.model_fields["model"].help)),
-    json_flag("Print the artifact's manifest with the fresh benchmark as JSON."),
-])
+export_command = options_command(
+    ExportOptions,
+    _export,
+    name="export",
+    doc=_export.__doc__,
+    extra=[
+        json_flag("Print the manifest (with validation and benchmark) as JSON."),
+    ],
+)
+bench_command = options_command(
+    BenchOptions,
+    _bench,
+    name="bench",
+    doc=_bench.__doc__,
+    extra=[
+        extra_option("artifact", str, typer.Argument(..., help=BenchOptions.model_fields["model"].help)),
+        json_flag("Print the artifact's manifest with the fresh benchmark as JSON."),
+    ],
+)
 
 
 def _fmt(x: Any, spec: str = ".3g") -> str:
@@ -73,12 +85,19 @@ def render_export(manifest: dict[str, Any], output: str) -> None:
     from gptctl.cli.common import VERBOSITY
 
     v = manifest["validation"]
-    title = f"validation: ONNX Runtime vs PyTorch, max |diff| (atol {v['atol']:g}; {v.get('checked_graph', 'model.onnx')})"
+    title = (
+        f"validation: ONNX Runtime vs PyTorch, max |diff| (atol {v['atol']:g}; {v.get('checked_graph', 'model.onnx')})"
+    )
     out.print(_validation_table(v, title) if VERBOSITY["level"] > 0 else _validation_summary(v, title))
     if VERBOSITY["level"] <= 0 and len(v["outputs"]) > len(_output_kinds(v["outputs"])):
-        out.print("[dim]every output: gptctl --verbose export ..., or validation.outputs in gptctl.json[/]", highlight=False)
+        out.print(
+            "[dim]every output: gptctl --verbose export ..., or validation.outputs in gptctl.json[/]", highlight=False
+        )
     if v.get("greedy_match") is not None:
-        out.print(f"greedy generation: {v['greedy_tokens']} tokens, " + ("[green]identical[/]" if v["greedy_match"] else "[red]differ[/]"))
+        out.print(
+            f"greedy generation: {v['greedy_tokens']} tokens, "
+            + ("[green]identical[/]" if v["greedy_match"] else "[red]differ[/]")
+        )
     if v.get("lora_merge"):
         lm = v["lora_merge"]
         out.print(f"LoRA merge: adapter vs merged logits max |diff| {lm['max_abs_diff']:.3g} (atol {lm['atol']:g})")
@@ -86,8 +105,13 @@ def render_export(manifest: dict[str, Any], output: str) -> None:
     summary = Table(title="artifact")
     summary.add_column("metric", no_wrap=True)
     summary.add_column("value", justify="right")
-    rows = [("output", output), ("size (MB)", m["size_bytes"] / 1e6), ("export wall (s)", m["export_wall_s"]),
-            ("max |diff|", v["max_abs_diff"]), ("validation", "passed" if v["passed"] else "FAILED")]
+    rows = [
+        ("output", output),
+        ("size (MB)", m["size_bytes"] / 1e6),
+        ("export wall (s)", m["export_wall_s"]),
+        ("max |diff|", v["max_abs_diff"]),
+        ("validation", "passed" if v["passed"] else "FAILED"),
+    ]
     q = manifest.get("quantization")
     if q:
         head = f"LM head int{q['lm_head_bits']}" if q.get("lm_head_quantized") else "LM head NOT quantized"
@@ -135,7 +159,9 @@ def _validation_summary(v: dict[str, Any], title: str) -> Any:
         d = v["outputs"][worst]
         within = sum(_ok(v["outputs"][n], v["atol"]) for n in names)
         ok = "[green]ok[/]" if within == len(names) else f"[red]{len(names) - within} over[/]"
-        table.add_row(kind, str(len(names)), worst if len(names) > 1 else "", _fmt(d.get("prefill")), _fmt(d.get("decode")), ok)
+        table.add_row(
+            kind, str(len(names)), worst if len(names) > 1 else "", _fmt(d.get("prefill")), _fmt(d.get("decode")), ok
+        )
     return table
 
 
@@ -146,7 +172,9 @@ def _validation_table(v: dict[str, Any], title: str) -> Any:
     for col in ("output", "prefill", "decode", "ok"):
         table.add_column(col, justify="left" if col == "output" else "right", no_wrap=True)
     for name, d in v["outputs"].items():
-        table.add_row(name, _fmt(d.get("prefill")), _fmt(d.get("decode")), "[green]ok[/]" if _ok(d, v["atol"]) else "[red]over[/]")
+        table.add_row(
+            name, _fmt(d.get("prefill")), _fmt(d.get("decode")), "[green]ok[/]" if _ok(d, v["atol"]) else "[red]over[/]"
+        )
     return table
 
 
@@ -157,8 +185,13 @@ def render_benchmark(bench: dict[str, Any]) -> None:
 
     encoder = any(e.get("kind") == "encoder" or e.get("encoder_ms") for e in bench.values())
     title, rows = _encoder_rows(bench) if encoder else _decoder_rows(bench)
-    rows = [("active", lambda e: "[green]yes[/]"), ("session s", lambda e: _fmt(e.get("session_s"))), *rows,
-            ("peak RSS MB", lambda e: _fmt(e.get("peak_rss_mb"), ".0f")), ("size MB", lambda e: _fmt(e.get("size_mb"), ".1f"))]
+    rows = [
+        ("active", lambda e: "[green]yes[/]"),
+        ("session s", lambda e: _fmt(e.get("session_s"))),
+        *rows,
+        ("peak RSS MB", lambda e: _fmt(e.get("peak_rss_mb"), ".0f")),
+        ("size MB", lambda e: _fmt(e.get("size_mb"), ".1f")),
+    ]
     print_fitting(_bench_by_backend(bench, rows, title), _bench_by_metric(bench, rows, title))
     for name, e in bench.items():
         if not e.get("available"):
@@ -169,7 +202,7 @@ def _grid_cells(bench: dict[str, Any], grid: str) -> tuple[list[str], dict[str, 
     """The batch x length cells measured by any backend, and one measured grid (for its run counts)."""
     cells: list[str] = []
     for entry in bench.values():
-        for key in (entry.get(grid) or {}):
+        for key in entry.get(grid) or {}:
             if key not in ("iterations", "warmup") and key not in cells:
                 cells.append(key)
     some = next((e[grid] for e in bench.values() if e.get(grid)), {})
@@ -181,12 +214,19 @@ def _decoder_rows(bench: dict[str, Any]) -> tuple[str, list]:
     some = next((e for e in bench.values() if e.get("prefill_ms")), {})
     title = "benchmark"
     if pre:
-        title += (f" (prefill ms p50/p90/p99: {pre.get('iterations')} timed runs after {pre.get('warmup')} warm-up; "
-                  f"decode: batch 1, {some.get('decode_tokens')} tokens, median of {some.get('decode_runs')})")
+        title += (
+            f" (prefill ms p50/p90/p99: {pre.get('iterations')} timed runs after {pre.get('warmup')} warm-up; "
+            f"decode: batch 1, {some.get('decode_tokens')} tokens, median of {some.get('decode_runs')})"
+        )
     # (header, value per measured backend); an unavailable backend shows "-" in every row.
     rows = [(f"prefill {c}", lambda e, c=c: _prefill(e, c)) for c in cells]
-    rows += [("decode tok/s", lambda e: _fmt(e.get("decode_tokens_per_s"), ".1f")),
-             ("vs pytorch", lambda e: f"{e['decode_speedup_vs_pytorch']:.2f}x" if e.get("decode_speedup_vs_pytorch") else "-")]
+    rows += [
+        ("decode tok/s", lambda e: _fmt(e.get("decode_tokens_per_s"), ".1f")),
+        (
+            "vs pytorch",
+            lambda e: f"{e['decode_speedup_vs_pytorch']:.2f}x" if e.get("decode_speedup_vs_pytorch") else "-",
+        ),
+    ]
     return title, rows
 
 
@@ -194,14 +234,20 @@ def _encoder_rows(bench: dict[str, Any]) -> tuple[str, list]:
     cells, grid = _grid_cells(bench, "encoder_ms")
     title = "benchmark: encoder"
     if grid:
-        title += (f" (per batch x length: latency ms p50 and sequences/s; {grid.get('iterations')} timed runs after "
-                  f"{grid.get('warmup')} warm-up; vs pytorch: its p50 / this p50)")
+        title += (
+            f" (per batch x length: latency ms p50 and sequences/s; {grid.get('iterations')} timed runs after "
+            f"{grid.get('warmup')} warm-up; vs pytorch: its p50 / this p50)"
+        )
     rows = []
     for c in cells:
-        rows += [(f"{c} ms p50", lambda e, c=c: _fmt(((e.get("encoder_ms") or {}).get(c) or {}).get("p50"), ".2f")),
-                 (f"{c} seq/s", lambda e, c=c: _fmt(((e.get("encoder_ms") or {}).get(c) or {}).get("sequences_per_s"),
-                                                    ".1f")),
-                 (f"{c} vs pytorch", lambda e, c=c: _speedup((e.get("encoder_speedup_vs_pytorch") or {}).get(c)))]
+        rows += [
+            (f"{c} ms p50", lambda e, c=c: _fmt(((e.get("encoder_ms") or {}).get(c) or {}).get("p50"), ".2f")),
+            (
+                f"{c} seq/s",
+                lambda e, c=c: _fmt(((e.get("encoder_ms") or {}).get(c) or {}).get("sequences_per_s"), ".1f"),
+            ),
+            (f"{c} vs pytorch", lambda e, c=c: _speedup((e.get("encoder_speedup_vs_pytorch") or {}).get(c))),
+        ]
     return title, rows
 
 

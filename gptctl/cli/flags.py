@@ -11,7 +11,8 @@ by the options class, not by click, so every problem is reported at once in gptc
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Iterable, List, Optional
+from collections.abc import Callable, Iterable
+from typing import Any, Optional
 
 import typer
 
@@ -47,11 +48,11 @@ def default_text(spec: OptionSpec) -> str | bool:
 def flag_type(spec: OptionSpec) -> Any:
     """The Python type typer parses the flag as: lists as repeatable strings, the rest by kind."""
     if spec.kind in ("list", "dict", "list[str]", "list[int]"):
-        return Optional[List[str]]
+        return Optional[list[str]]  # noqa: UP045
     kind = _TYPES[spec.kind]
     if spec.required or (spec.kind == "bool" and spec.default is not None):
         return kind
-    return Optional[kind]
+    return Optional[kind]  # noqa: UP045
 
 
 def flag(name: str, spec: OptionSpec) -> Any:
@@ -75,9 +76,16 @@ def _given(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def options_command(cls: type, run: Callable[..., Any], *, name: str, doc: str | None,
-                    extra: Iterable[inspect.Parameter] = (), skip: Iterable[str] = (),
-                    only: Iterable[str] | None = None) -> Callable[..., Any]:
+def options_command(
+    cls: type,
+    run: Callable[..., Any],
+    *,
+    name: str,
+    doc: str | None,
+    extra: Iterable[inspect.Parameter] = (),
+    skip: Iterable[str] = (),
+    only: Iterable[str] | None = None,
+) -> Callable[..., Any]:
     """A function typer can register as a command: one flag per declared option of `cls`, then `extra`.
 
     The command calls `run(values, **extras)`, where `values` holds the options given on the command line
@@ -87,8 +95,10 @@ def options_command(cls: type, run: Callable[..., Any], *, name: str, doc: str |
     """
     skip, keep = set(skip), None if only is None else set(only)
     fields = [(n, s) for n, s in cls.model_fields.items() if s.cli and n not in skip and (keep is None or n in keep)]
-    params = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=flag(n, s), annotation=flag_type(s))
-              for n, s in fields]
+    params = [
+        inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=flag(n, s), annotation=flag_type(s))
+        for n, s in fields
+    ]
     params += list(extra)
     option_names = [n for n, _ in fields]
 

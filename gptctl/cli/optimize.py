@@ -44,8 +44,13 @@ def build_app() -> typer.Typer:
     """The `gptctl optimize` group: one subcommand per registered method."""
     group = typer.Typer(help=HELP, no_args_is_help=True)
     for method, entry in REGISTRY.items():
-        command = options_command(options_class(method), _runner(method), name=method, doc=entry.help,
-                                  extra=[json_flag("Print the manifest as JSON to stdout.")])
+        command = options_command(
+            options_class(method),
+            _runner(method),
+            name=method,
+            doc=entry.help,
+            extra=[json_flag("Print the manifest as JSON to stdout.")],
+        )
         group.command(method, help=entry.help)(command)
     return group
 
@@ -93,8 +98,13 @@ def _summary(method: str, opts: Any, manifest: dict[str, Any]) -> None:
 
 
 def _sparsity_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
-    rows = [("sparsity", f"requested {_fmt(m.get('sparsity_requested'))}, realised {_fmt(m.get('sparsity_realised'))} "
-                         f"over {_fmt(m.get('pruned_params'))} weights ({_fmt(m.get('sparsity_model'))} of the model)")]
+    rows = [
+        (
+            "sparsity",
+            f"requested {_fmt(m.get('sparsity_requested'))}, realised {_fmt(m.get('sparsity_realised'))} "
+            f"over {_fmt(m.get('pruned_params'))} weights ({_fmt(m.get('sparsity_model'))} of the model)",
+        )
+    ]
     layers = list(m.get("per_layer", {}).values())
     if layers:
         lo, hi = min(x["sparsity"] for x in layers), max(x["sparsity"] for x in layers)
@@ -106,11 +116,16 @@ def _sparsity_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _training_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
     return [
-        ("trainable", f"{_fmt(m.get('trainable_params'))} of {_fmt(m.get('total_params'))} "
-                      f"({_fmt(m.get('trainable_pct'))}%)"),
+        (
+            "trainable",
+            f"{_fmt(m.get('trainable_params'))} of {_fmt(m.get('total_params'))} ({_fmt(m.get('trainable_pct'))}%)",
+        ),
         ("loss", f"{_fmt(m.get('loss_first'))} -> {_fmt(m.get('loss_last'))} over {_fmt(m.get('steps'))} steps"),
-        ("throughput", f"{_fmt(m.get('train_tokens_per_s'))} tokens/s ({_fmt(m.get('train_tokens'))} tokens, "
-                       f"{_fmt(m.get('train_s'))} s)"),
+        (
+            "throughput",
+            f"{_fmt(m.get('train_tokens_per_s'))} tokens/s ({_fmt(m.get('train_tokens'))} tokens, "
+            f"{_fmt(m.get('train_s'))} s)",
+        ),
     ]
 
 

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgressBar, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.progress import (
+    Progress as RichProgressBar,
+)
 
 from gptctl.cli.common import err
 
 
 class _RichTask:
-    def __init__(self, bar: "RichProgress", task_id: int):
+    def __init__(self, bar: RichProgress, task_id: int):
         self._bar, self._id = bar, task_id
 
     def update(self, advance: float = 1, **fields: Any) -> None:
@@ -40,7 +50,7 @@ class RichProgress:
             transient=False,
         )
 
-    def __enter__(self) -> "RichProgress":
+    def __enter__(self) -> RichProgress:
         self.rich.start()
         return self
 

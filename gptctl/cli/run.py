@@ -12,34 +12,54 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 from rich.table import Table
 
 from gptctl.cli.common import err, fail, handle_errors, out, print_json
 
-_MARK = {"ran": "[green]ran[/]", "cached": "[cyan]cached[/]", "failed": "[red]failed[/]",
-         "interrupted": "[red]interrupted[/]", "not-run": "[dim]not run[/]", "would-run": "[yellow]would run[/]"}
+_MARK = {
+    "ran": "[green]ran[/]",
+    "cached": "[cyan]cached[/]",
+    "failed": "[red]failed[/]",
+    "interrupted": "[red]interrupted[/]",
+    "not-run": "[dim]not run[/]",
+    "would-run": "[yellow]would run[/]",
+}
 
 
 @handle_errors
 def run_command(
     recipe: Path = typer.Argument(..., help="The recipe file, e.g. recipes/quickstart.yaml."),
-    set_: Optional[List[str]] = typer.Option(
-        None, "--set", metavar="KEY.PATH=VALUE",
-        help="Override any recipe value (read as YAML), e.g. --set steps.tune.options.rank=16. Repeatable."),
-    workdir: Optional[Path] = typer.Option(None, "--workdir", help="Run folder, one sub-folder per step [default: runs/<recipe name>/]."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and print the resolved plan (what is cached, what would run); run nothing."),
+    set_: list[str] | None = typer.Option(
+        None,
+        "--set",
+        metavar="KEY.PATH=VALUE",
+        help="Override any recipe value (read as YAML), e.g. --set steps.tune.options.rank=16. Repeatable.",
+    ),
+    workdir: Path | None = typer.Option(
+        None, "--workdir", help="Run folder, one sub-folder per step [default: runs/<recipe name>/]."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Validate and print the resolved plan (what is cached, what would run); run nothing."
+    ),
     force: bool = typer.Option(False, "--force", help="Rerun every step even when its cached result is still valid."),
     resume: bool = typer.Option(
-        True, "--resume/--no-resume",
+        True,
+        "--resume/--no-resume",
         help="Continue an interrupted training step from its checkpoint when its inputs and options are unchanged "
-             "(on by default, so a plain rerun resumes); --no-resume starts it over."),
+        "(on by default, so a plain rerun resumes); --no-resume starts it over.",
+    ),
     wait: float = typer.Option(
-        0.0, "--wait", metavar="SECONDS", min=0,
-        help="When another run holds the workdir, wait up to SECONDS for it to finish (then exit 2); 0: exit 2 at once."),
-    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary (steps, status, durations, metrics, gates) to stdout."),
+        0.0,
+        "--wait",
+        metavar="SECONDS",
+        min=0,
+        help="When another run holds the workdir, wait up to SECONDS for it to finish (then exit 2); 0: exit 2 at once.",  # noqa: E501
+    ),
+    json_out: bool = typer.Option(
+        False, "--json", help="Print a JSON summary (steps, status, durations, metrics, gates) to stdout."
+    ),
     show_progress: bool = typer.Option(True, "--progress/--no-progress", help="Draw progress bars on stderr."),
 ) -> None:
     from gptctl.cli.progress import RichProgress
@@ -48,19 +68,32 @@ def run_command(
     plan = load_recipe(recipe, set_ or [])
     where = workdir or Path("runs") / plan.name
     if not dry_run:
-        err.print(f"[bold]{plan.name}[/]: {len(plan.steps)} steps, {len(plan.gates)} gates; workdir {where}", highlight=False)
+        err.print(
+            f"[bold]{plan.name}[/]: {len(plan.steps)} steps, {len(plan.gates)} gates; workdir {where}", highlight=False
+        )
     # With --json, stdout carries only the JSON: whatever a library prints goes to stderr instead.
     quiet_stdout = contextlib.redirect_stdout(sys.stderr) if json_out else contextlib.nullcontext()
     with quiet_stdout, RichProgress(enabled=show_progress and not dry_run) as progress:
-        report = run_recipe(plan, where, force=force, dry_run=dry_run, resume=resume, wait_s=wait, progress=progress,
-                            on_event=None if dry_run else lambda event, step: _event(progress, event, step))
+        report = run_recipe(
+            plan,
+            where,
+            force=force,
+            dry_run=dry_run,
+            resume=resume,
+            wait_s=wait,
+            progress=progress,
+            on_event=None if dry_run else lambda event, step: _event(progress, event, step),
+        )
     summary = report.to_dict()
     if dry_run:
-        for entry, step in zip(summary["steps"], report.steps):
+        for entry, step in zip(summary["steps"], report.steps, strict=False):
             entry["options"] = step.options
     if report.busy:
-        err.print(f"[yellow]note:[/] workdir {where} is in use by run PID {report.busy.get('pid', '?')} since "
-                  f"{report.busy.get('started', '?')}: its step in progress shows as interrupted", highlight=False)
+        err.print(
+            f"[yellow]note:[/] workdir {where} is in use by run PID {report.busy.get('pid', '?')} since "
+            f"{report.busy.get('started', '?')}: its step in progress shows as interrupted",
+            highlight=False,
+        )
     if json_out and report.error is None:
         print_json(summary)
     elif dry_run:
@@ -124,15 +157,18 @@ def _print_results(report) -> None:
         for g in report.gates:
             # A comparison shows its two sides; anything else the values it read.
             values = g.detail or "\n".join(f"{k} = {_value(v)}" for k, v in g.values.items())
-            result = "[green]pass[/]" if g.passed else f"[red]FAIL[/]" + (f"\n{g.error}" if g.error else "")
+            result = "[green]pass[/]" if g.passed else "[red]FAIL[/]" + (f"\n{g.error}" if g.error else "")
             gates.add_row(g.expr, values, result)
         _show(gates)
     rows = stages(report)
     if rows:
         # optimize and export score perplexity the same way (token-weighted over the held-out
         # samples, each from its start), so the column compares down the whole pipeline.
-        table = Table(title="Summary", caption="perplexity: token-weighted over each step's held-out samples, "
-                      "each scored from its start (optimize and export alike)")
+        table = Table(
+            title="Summary",
+            caption="perplexity: token-weighted over each step's held-out samples, "
+            "each scored from its start (optimize and export alike)",
+        )
         for col in ("stage", "perplexity", "sparsity", "size", "decode tok/s", "vs PyTorch"):
             table.add_column(col, justify="left" if col == "stage" else "right")
         for r in rows:

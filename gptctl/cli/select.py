@@ -9,7 +9,7 @@ Hard constraints filter the catalog; a documented weighted score (quality, size,
   gptctl select --license apache-2.0 --license mit --instruct --top 5 --json
 
   gptctl select --metric 'mmlu>=40' --weight quality=0.7 --output selection.json
-"""
+"""  # noqa: E501
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from gptctl.cli.flags import extra_option, json_flag, options_command
 from gptctl.selection.options import SelectOptions
 
 
-def _select(values: dict[str, Any], json_out: bool, output: Optional[Path]) -> None:
+def _select(values: dict[str, Any], json_out: bool, output: Path | None) -> None:
     from gptctl.options import parse_options
     from gptctl.selection import select_models, write_selection
 
@@ -48,13 +48,28 @@ def _select(values: dict[str, Any], json_out: bool, output: Optional[Path]) -> N
 
 # The flags are SelectOptions' declarations (gptctl/selection/options.py); `--json` and `--output`
 # belong to the command, not to the selection.
-select_command = options_command(SelectOptions, _select, name="select", doc=__doc__, extra=[
-    json_flag(),
-    extra_option("output", Optional[Path], typer.Option(
-        None, "--output", "-o", metavar="FILE", rich_help_panel="Output",
-        help="Write the selection (chosen model, ranking, constraints, catalog hash) as JSON; optimize and run "
-             "accept it as --model.")),
-])
+select_command = options_command(
+    SelectOptions,
+    _select,
+    name="select",
+    doc=__doc__,
+    extra=[
+        json_flag(),
+        extra_option(
+            "output",
+            Optional[Path],  # noqa: UP045
+            typer.Option(
+                None,
+                "--output",
+                "-o",
+                metavar="FILE",
+                rich_help_panel="Output",
+                help="Write the selection (chosen model, ranking, constraints, catalog hash) as JSON; optimize and run "
+                "accept it as --model.",
+            ),
+        ),
+    ],
+)
 
 
 # ------------------------------------------------------------------------------------------ rendering
@@ -71,20 +86,33 @@ def render_selection(result: Any) -> None:
 
     weights = result.scoring["weights"]
     funnel = f"{result.total} in catalog" + "".join(f" → {f['label']}: {f['after']}" for f in result.funnel)
-    shown = f"top {len(result.models)} of {result.matched}" if result.top and result.matched > len(result.models) else str(result.matched)
+    shown = (
+        f"top {len(result.models)} of {result.matched}"
+        if result.top and result.matched > len(result.models)
+        else str(result.matched)
+    )
     rows = result.models if result.top else result.models[:TABLE_MAX_ROWS]
     style = dict(
         title=f"{shown} model{'s' if result.matched != 1 else ''} ({funnel})",
         caption=(
-            "score = sum of parts: " + " + ".join(f"{_PART_HEADERS[k]}×{w:.2f}" for k, w in weights.items())
+            "score = sum of parts: "
+            + " + ".join(f"{_PART_HEADERS[k]}×{w:.2f}" for k, w in weights.items())
             + f"  · * = missing data, imputed ({result.scoring['missing']} policy)"
         ),
-        title_justify="left", caption_justify="left", highlight=False, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
+        title_justify="left",
+        caption_justify="left",
+        highlight=False,
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
     )
     if result.models:
         print_fitting(_wide_selection(Table(**style), rows, weights), _narrow_selection(Table(**style), rows, weights))
     if len(rows) < len(result.models):
-        out.print(f"… {len(result.models) - len(rows)} more below rank {len(rows)} (use --top N, or --json for all)", highlight=False)
+        out.print(
+            f"… {len(result.models) - len(rows)} more below rank {len(rows)} (use --top N, or --json for all)",
+            highlight=False,
+        )
     if result.explain and result.exclusions:
         print_fitting(*_exclusion_tables(result.exclusions))
 
@@ -97,8 +125,13 @@ def _exclusion_tables(exclusions: list) -> tuple[Any, Any]:
 
     tables = []
     for narrow in (False, True):
-        t = Table(title=f"{len(exclusions)} excluded (first constraint failed)", title_justify="left",
-                  highlight=False, box=box.SIMPLE_HEAD, pad_edge=False)
+        t = Table(
+            title=f"{len(exclusions)} excluded (first constraint failed)",
+            title_justify="left",
+            highlight=False,
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+        )
         if narrow:
             t.add_column("id: constraint, why")
             for x in exclusions:
@@ -131,8 +164,15 @@ def _wide_selection(table: Any, rows: list, weights: dict) -> Any:
         table.add_column(_PART_HEADERS[k], justify="right", no_wrap=True)
     for m in rows:
         e = m.entry
-        table.add_row(str(m.rank), e.id, format_params(e.params), ", ".join(e.domains), e.license or "?", f"{m.score:.1f}",
-                      *_part_cells(m, weights))
+        table.add_row(
+            str(m.rank),
+            e.id,
+            format_params(e.params),
+            ", ".join(e.domains),
+            e.license or "?",
+            f"{m.score:.1f}",
+            *_part_cells(m, weights),
+        )
     return table
 
 
@@ -148,7 +188,9 @@ def _narrow_selection(table: Any, rows: list, weights: dict) -> Any:
     table.add_column("score", justify="right", style="bold", no_wrap=True)
     for m in rows:
         e = m.entry
-        parts = "  ".join(f"{_PART_HEADERS[k]} {cell}" for k, cell in zip(weights, _part_cells(m, weights)))
+        parts = "  ".join(
+            f"{_PART_HEADERS[k]} {cell}" for k, cell in zip(weights, _part_cells(m, weights), strict=False)
+        )  # noqa: E501
         cell = Text(e.id, style="bold")
         cell.append(f"\n{', '.join(e.domains)} · {e.license or '?'}\n{parts}", style="dim")
         table.add_row(str(m.rank), cell, format_params(e.params), f"{m.score:.1f}")

@@ -23,8 +23,12 @@ class _DefaultToStart(TyperGroup):
         return super().resolve_command(ctx, args)
 
 
-app = typer.Typer(cls=_DefaultToStart, no_args_is_help=True, rich_markup_mode="rich",
-                  help="Serve an exported model as an OpenAI-compatible HTTP service; swap versions; drive load.")
+app = typer.Typer(
+    cls=_DefaultToStart,
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    help="Serve an exported model as an OpenAI-compatible HTTP service; swap versions; drive load.",
+)
 
 
 @app.command("start")
@@ -39,8 +43,11 @@ def start_command(
     max_queued: int = typer.Option(64, help="Requests waiting for a batch row; beyond that the server says 429."),
     api_key_env: str | None = typer.Option(None, help="Variable holding the key every route but /health requires."),
     model_name: str | None = typer.Option(None, help="The model id clients send (default: the artifact dir's name)."),
-    replicas: int = typer.Option(1, help="Worker processes behind one router on --port (each on its own local "
-                                 "port): least-busy routing, restarts, retries before the first token."),
+    replicas: int = typer.Option(
+        1,
+        help="Worker processes behind one router on --port (each on its own local "
+        "port): least-busy routing, restarts, retries before the first token.",
+    ),
 ) -> None:
     """Serve ARTIFACT until SIGTERM or Ctrl-C (which drain: in-flight requests finish first)."""
     from gptctl.errors import BadInput
@@ -49,26 +56,42 @@ def start_command(
 
     if provider not in PROVIDER_NAMES:
         raise BadInput(f"--provider {provider!r} is not known", f"use one of: {', '.join(PROVIDER_NAMES)}")
-    opts = ServeOptions(artifact=artifact, host=host, port=port, provider=provider, threads=threads,
-                        max_batch=max_batch, max_queued=max_queued, api_key_env=api_key_env, model_name=model_name,
-                        replicas=replicas)
+    opts = ServeOptions(
+        artifact=artifact,
+        host=host,
+        port=port,
+        provider=provider,
+        threads=threads,
+        max_batch=max_batch,
+        max_queued=max_queued,
+        api_key_env=api_key_env,
+        model_name=model_name,
+        replicas=replicas,
+    )
     warning = exposure_warning(opts)
     if warning:
         common.err.print(f"[yellow]warning:[/] {warning}", highlight=False)
     shown = f"[{host}]" if ":" in host else host
-    common.err.print(f"gptctl serve: loading {artifact}; OpenAI API at http://{shown}:{port}/v1 "
-                     f"(ready: http://{shown}:{port}/health/ready)", highlight=False)
+    common.err.print(
+        f"gptctl serve: loading {artifact}; OpenAI API at http://{shown}:{port}/v1 "
+        f"(ready: http://{shown}:{port}/health/ready)",
+        highlight=False,
+    )
 
     def ready(state) -> None:
         if replicas > 1:
             body = {r.index: r.version for r in state.replicas.replicas}
-            common.err.print(f"ready: {state.model_name}, {len(body)} replicas: "
-                             + ", ".join(f"{i}={v}" for i, v in body.items()), highlight=False)
+            common.err.print(
+                f"ready: {state.model_name}, {len(body)} replicas: " + ", ".join(f"{i}={v}" for i, v in body.items()),
+                highlight=False,
+            )
             return
         version = state.deployment.current
-        common.err.print(f"ready: {state.model_name} {version.fingerprint}, batching "
-                         f"{'on' if version.engine.batching else 'off'} ({version.engine.batching_reason})",
-                         highlight=False)
+        common.err.print(
+            f"ready: {state.model_name} {version.fingerprint}, batching "
+            f"{'on' if version.engine.batching else 'off'} ({version.engine.batching_reason})",
+            highlight=False,
+        )
 
     run_server(opts, on_ready=ready)
 
@@ -109,8 +132,17 @@ def loadtest_command(
 
     from gptctl.serve.loadtest import LoadtestOptions, run_loadtest
 
-    report = run_loadtest(LoadtestOptions(url=url, requests=requests, concurrency=concurrency, max_tokens=max_tokens,
-                                          prompt=prompt, api_key_env=api_key_env, timeout=timeout))
+    report = run_loadtest(
+        LoadtestOptions(
+            url=url,
+            requests=requests,
+            concurrency=concurrency,
+            max_tokens=max_tokens,
+            prompt=prompt,
+            api_key_env=api_key_env,
+            timeout=timeout,
+        )
+    )
     if json_out:
         common.print_json(asdict(report))
     else:

@@ -7,8 +7,27 @@ other. Light on import: nothing heavy at module level.
 
 from gptctl.evaluation.perplexity import perplexity_from_nll, perplexity_onnx
 from gptctl.evaluation.records import (
-    IGNORE, PPL_MAX_LENGTH, Dataset, Record, Sample, eval_samples, load_eval_records, read_records, tokenize,
+    IGNORE,
+    PPL_MAX_LENGTH,
+    Dataset,
+    Record,
+    Sample,
+    eval_samples,
+    load_eval_records,
+    read_records,
+    tokenize,
 )
 
-__all__ = ["IGNORE", "PPL_MAX_LENGTH", "Dataset", "Record", "Sample", "eval_samples", "load_eval_records",
-           "perplexity_from_nll", "perplexity_onnx", "read_records", "tokenize"]
+__all__ = [
+    "IGNORE",
+    "PPL_MAX_LENGTH",
+    "Dataset",
+    "Record",
+    "Sample",
+    "eval_samples",
+    "load_eval_records",
+    "perplexity_from_nll",
+    "perplexity_onnx",
+    "read_records",
+    "tokenize",
+]

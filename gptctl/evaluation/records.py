@@ -19,7 +19,9 @@ from gptctl.errors import BadInput
 
 IGNORE = -100  # label of a position that carries no loss (prompt, padding)
 _JSONL_SUFFIXES = (".jsonl", ".ndjson")
-_FORMAT_HINT = 'each line is {"text": ...}, {"prompt": ..., "completion": ...} or {"messages": [{"role": ..., "content": ...}]}'
+_FORMAT_HINT = (
+    'each line is {"text": ...}, {"prompt": ..., "completion": ...} or {"messages": [{"role": ..., "content": ...}]}'
+)
 
 
 @dataclass
@@ -58,8 +60,13 @@ class Dataset:
         return sum(len(s.input_ids) for s in self.samples)
 
     def summary(self) -> dict[str, Any]:
-        return {"records": self.records, "sequences": len(self.samples), "tokens": self.tokens,
-                "skipped_too_long": self.skipped_too_long, "formats": self.formats}
+        return {
+            "records": self.records,
+            "sequences": len(self.samples),
+            "tokens": self.tokens,
+            "skipped_too_long": self.skipped_too_long,
+            "formats": self.formats,
+        }
 
 
 def read_records(path: str | Path, flag: str = "--data") -> list[Record]:
@@ -70,7 +77,10 @@ def read_records(path: str | Path, flag: str = "--data") -> list[Record]:
     if not p.is_file():
         raise BadInput(f"{flag} {p} is not a file", "pass a .jsonl or .txt file")
     if p.suffix.lower() not in _JSONL_SUFFIXES + (".txt",):
-        raise BadInput(f"{flag} {p}: unsupported file type {p.suffix or '(none)'!r}", "use .jsonl (one JSON object per line) or .txt")
+        raise BadInput(
+            f"{flag} {p}: unsupported file type {p.suffix or '(none)'!r}",
+            "use .jsonl (one JSON object per line) or .txt",
+        )
     try:
         raw = p.read_bytes()
     except OSError as exc:
@@ -82,7 +92,10 @@ def read_records(path: str | Path, flag: str = "--data") -> list[Record]:
         raise BadInput(f"{p}:{line}: not UTF-8 text", "save the file as UTF-8") from None
     records = _read_txt(text) if p.suffix.lower() == ".txt" else _read_jsonl(text, p)
     if not records:
-        raise BadInput(f"{p} is empty: no samples in it", _FORMAT_HINT if p.suffix.lower() != ".txt" else "separate samples by blank lines")
+        raise BadInput(
+            f"{p} is empty: no samples in it",
+            _FORMAT_HINT if p.suffix.lower() != ".txt" else "separate samples by blank lines",
+        )
     return records
 
 
@@ -109,7 +122,9 @@ def _read_jsonl(text: str, p: Path) -> list[Record]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise BadInput(f"{p}:{n}: not valid JSON ({exc.msg}, column {exc.colno})", "one JSON object per line") from None
+            raise BadInput(
+                f"{p}:{n}: not valid JSON ({exc.msg}, column {exc.colno})", "one JSON object per line"
+            ) from None
         records.append(_record(obj, p, n))
     return records
 
@@ -136,7 +151,9 @@ def _record(obj: Any, p: Path, n: int) -> Record:
             raise BadInput(f"{where}: field 'text' is empty")
         return Record("text", n, text=obj["text"])
     found = ", ".join(repr(k) for k in obj) or "none"
-    raise BadInput(f"{where}: missing field: expected 'text', 'prompt'+'completion' or 'messages' (found {found})", _FORMAT_HINT)
+    raise BadInput(
+        f"{where}: missing field: expected 'text', 'prompt'+'completion' or 'messages' (found {found})", _FORMAT_HINT
+    )
 
 
 def _messages(msgs: Any, where: str) -> list[dict[str, str]]:
@@ -150,8 +167,9 @@ def _messages(msgs: Any, where: str) -> list[dict[str, str]]:
     return [{"role": m["role"], "content": m["content"]} for m in msgs]
 
 
-def tokenize(records: list[Record], tokenizer, *, max_length: int, packing: bool, path: str,
-             for_eval: bool = False) -> Dataset:
+def tokenize(
+    records: list[Record], tokenizer, *, max_length: int, packing: bool, path: str, for_eval: bool = False
+) -> Dataset:
     """Tokenise records into training (or evaluation) sequences of at most `max_length` tokens.
 
     Training without packing skips samples longer than `max_length` (all of them too long is an
@@ -184,7 +202,8 @@ def tokenize(records: list[Record], tokenizer, *, max_length: int, packing: bool
             raise BadInput(
                 f"{path}: every sample is longer than --max-length {max_length} tokens "
                 f"(the shortest, line {shortest.line}, has {len(shortest.input_ids)})",
-                "raise --max-length or pass --packing to split long samples")
+                "raise --max-length or pass --packing to split long samples",
+            )
         raise BadInput(f"{path}: no sample has a token to learn from", "check that the samples are not empty")
     return data
 
@@ -202,8 +221,10 @@ def _encode(r: Record, tok, append_eos: bool, eos: int | None, path: str) -> tup
 
 def _encode_chat(r: Record, tok, path: str) -> tuple[list[int], list[int]]:
     if not getattr(tok, "chat_template", None):
-        raise BadInput(f"{path}:{r.line}: chat 'messages' need a tokenizer with a chat template, and this model's has none",
-                       "convert the data to {prompt, completion} or {text} records")
+        raise BadInput(
+            f"{path}:{r.line}: chat 'messages' need a tokenizer with a chat template, and this model's has none",
+            "convert the data to {prompt, completion} or {text} records",
+        )
     try:
         full = tok.apply_chat_template(r.messages, tokenize=False)
     except Exception as exc:  # jinja errors: the template rejects these messages (e.g. a role it does not know)
@@ -213,8 +234,10 @@ def _encode_chat(r: Record, tok, path: str) -> tuple[list[int], list[int]]:
     spans = _assistant_spans(r.messages, tok, full)
     if spans is None:  # the template does not render prefixes consistently: learn every token
         return ids, list(ids)
-    labels = [t if any(a <= s and e <= b and s < e for a, b in spans) else IGNORE
-              for t, (s, e) in zip(ids, enc["offset_mapping"])]
+    labels = [
+        t if any(a <= s and e <= b and s < e for a, b in spans) else IGNORE
+        for t, (s, e) in zip(ids, enc["offset_mapping"], strict=False)
+    ]
     return ids, labels
 
 
@@ -236,15 +259,21 @@ def _assistant_spans(messages, tok, full: str) -> list[tuple[int, int]] | None:
 
 
 def _windows(s: Sample, n: int) -> list[Sample]:
-    return [Sample(s.input_ids[i: i + n], s.labels[i: i + n], s.line) for i in range(0, len(s.input_ids), n)
-            if any(x != IGNORE for x in s.labels[i + 1: i + n])]
+    return [
+        Sample(s.input_ids[i : i + n], s.labels[i : i + n], s.line)
+        for i in range(0, len(s.input_ids), n)
+        if any(x != IGNORE for x in s.labels[i + 1 : i + n])
+    ]
 
 
 def _pack(samples: list[Sample], n: int) -> list[Sample]:
     ids = [t for s in samples for t in s.input_ids]
     labels = [t for s in samples for t in s.labels]
-    return [Sample(ids[i: i + n], labels[i: i + n]) for i in range(0, len(ids), n)
-            if any(x != IGNORE for x in labels[i + 1: i + n])]
+    return [
+        Sample(ids[i : i + n], labels[i : i + n])
+        for i in range(0, len(ids), n)
+        if any(x != IGNORE for x in labels[i + 1 : i + n])
+    ]
 
 
 PPL_MAX_LENGTH = 512  # longest evaluation sequence, as `gptctl optimize --max-length` defaults to
@@ -259,13 +288,16 @@ def load_eval_records(spec: str) -> list[Record]:
     return read_records(path, flag="--eval-data")
 
 
-def eval_samples(tokenizer: Any, records: list[Record], *, vocab_size: int, path: str,
-                 max_length: int = PPL_MAX_LENGTH) -> list[Sample]:
+def eval_samples(
+    tokenizer: Any, records: list[Record], *, vocab_size: int, path: str, max_length: int = PPL_MAX_LENGTH
+) -> list[Sample]:
     """Tokenised evaluation sequences, as `gptctl optimize` builds them (same special tokens, same
     labelled positions, samples longer than `max_length` cut into consecutive windows)."""
     samples = tokenize(records, tokenizer, max_length=max_length, packing=False, path=path, for_eval=True).samples
     bad = [s.line for s in samples if max(s.input_ids) >= vocab_size]
     if bad:
-        raise BadInput(f"{path}:{bad[0]}: the tokenizer produces ids beyond the model's vocabulary ({vocab_size})",
-                       "the tokenizer and the model do not match")
+        raise BadInput(
+            f"{path}:{bad[0]}: the tokenizer produces ids beyond the model's vocabulary ({vocab_size})",
+            "the tokenizer and the model do not match",
+        )
     return samples

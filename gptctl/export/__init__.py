@@ -12,7 +12,9 @@ from gptctl.export.options import ExportOptions
 __all__ = ["ExportOptions", "export_model"]
 
 
-def export_model(options: "ExportOptions | dict[str, Any]", progress: Any = None, *, benchmark: Any = None) -> dict[str, Any]:
+def export_model(
+    options: ExportOptions | dict[str, Any], progress: Any = None, *, benchmark: Any = None
+) -> dict[str, Any]:
     """Export, validate (ONNX Runtime vs PyTorch) and optionally quantize/benchmark a model.
 
     Returns the manifest dict written to `<output>/gptctl.json` (plus `output`: the directory).

@@ -9,9 +9,9 @@ reload, re-check and re-save the whole model, and gptctl's validation runs every
 
 from __future__ import annotations
 
-import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from gptctl.errors import BadInput
 
@@ -31,12 +31,23 @@ def export_with_optimum(model: Any, output_dir: Path, *, task: str, opset: int |
     model_type = getattr(model.config, "export_model_type", None) or model.config.model_type
     check_export_task(model_type, task, (getattr(model.config, "architectures", None) or [None])[0])
     onnx_config, models_and_configs = _get_submodels_and_onnx_configs(
-        model=model, task=task, monolith=False, custom_onnx_configs={}, custom_architecture=False,
-        float_dtype="fp32", fn_get_submodels=None, preprocessors=None, _variant="default",
-        library_name="transformers", model_kwargs=None,
+        model=model,
+        task=task,
+        monolith=False,
+        custom_onnx_configs={},
+        custom_architecture=False,
+        float_dtype="fp32",
+        fn_get_submodels=None,
+        preprocessors=None,
+        _variant="default",
+        library_name="transformers",
+        model_kwargs=None,
     )
     if len(models_and_configs) != 1:
-        raise BadInput(f"task {task!r} exports {len(models_and_configs)} graphs for {model_type}", "gptctl ships one-graph decoders and encoders")
+        raise BadInput(
+            f"task {task!r} exports {len(models_and_configs)} graphs for {model_type}",
+            "gptctl ships one-graph decoders and encoders",
+        )
     opset = opset or onnx_config.DEFAULT_ONNX_OPSET
     output_dir.mkdir(parents=True, exist_ok=True)
     name = next(iter(models_and_configs))
@@ -51,8 +62,15 @@ def export_with_optimum(model: Any, output_dir: Path, *, task: str, opset: int |
             # The tracer's warnings are about control flow optimum's patcher already handles; validation
             # checks the result on every output instead.
             warnings.simplefilter("ignore")
-            export_models(models_and_onnx_configs=models_and_configs, output_dir=output_dir, opset=opset,
-                          output_names=[name + ".onnx"], device="cpu", disable_dynamic_axes_fix=True, dtype="fp32")
+            export_models(
+                models_and_onnx_configs=models_and_configs,
+                output_dir=output_dir,
+                opset=opset,
+                output_names=[name + ".onnx"],
+                device="cpu",
+                disable_dynamic_axes_fix=True,
+                dtype="fp32",
+            )
     finally:
         hf_logging.set_verbosity(verbosity)
     return output_dir / (name + ".onnx")
@@ -82,11 +100,16 @@ def check_export_task(model_type: str, task: str, architecture: str | None = Non
         return
     fitting = [t for t in TASKS if t in supported]
     if fitting == ["feature-extraction"]:
-        raise BadInput(f"this is an encoder ({architecture or model_type}): pass --task feature-extraction",
-                       f"gptctl exports a {model_type!r} model only as feature-extraction (hidden states), not {task}")
-    raise BadInput(f"gptctl cannot export a {model_type!r} model for task {task!r}",
-                   f"pass --task {' or '.join(fitting)}" if fitting else
-                   f"optimum's ONNX exporter has none of gptctl's tasks ({', '.join(TASKS)}) for {model_type}")
+        raise BadInput(
+            f"this is an encoder ({architecture or model_type}): pass --task feature-extraction",
+            f"gptctl exports a {model_type!r} model only as feature-extraction (hidden states), not {task}",
+        )
+    raise BadInput(
+        f"gptctl cannot export a {model_type!r} model for task {task!r}",
+        f"pass --task {' or '.join(fitting)}"
+        if fitting
+        else f"optimum's ONNX exporter has none of gptctl's tasks ({', '.join(TASKS)}) for {model_type}",
+    )
 
 
 def check_directory_task(directory: Path, task: str) -> None:
@@ -123,8 +146,15 @@ def save_onnx(proto: Any, path: Path) -> list[Path]:
             stale.unlink()
     weight_bytes = sum(_tensor_bytes(t) for t in proto.graph.initializer)
     if weight_bytes > EXTERNAL_DATA_THRESHOLD:
-        onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=data_path.name, size_threshold=1024, convert_attribute=False)
+        onnx.save_model(
+            proto,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=data_path.name,
+            size_threshold=1024,
+            convert_attribute=False,
+        )
         return [path, data_path]
     onnx.save_model(proto, str(path))
     return [path]
@@ -170,8 +200,9 @@ def tie_lm_head(proto: Any) -> list[str]:
                 continue
             dup = node.input[1]
             transposed = f"{table}/transposed_for_lm_head"
-            proto.graph.node.insert(0, helper.make_node("Transpose", [table], [transposed], perm=[1, 0],
-                                                        name="gptctl/tie_lm_head"))
+            proto.graph.node.insert(
+                0, helper.make_node("Transpose", [table], [transposed], perm=[1, 0], name="gptctl/tie_lm_head")
+            )
             for other in proto.graph.node:
                 for i, name in enumerate(other.input):
                     if name == dup:
@@ -196,7 +227,10 @@ def fold_prompt_prefix(proto: Any, prefix: Sequence[tuple[Any, Any]]) -> int:
     inputs = {i.name for i in graph.input}
     outputs = {o.name for o in graph.output}
     if "input_ids" not in inputs or not any(n.startswith("past_key_values.") for n in inputs):
-        raise BadInput("a prompt-tuning adapter needs the text-generation-with-past task", "drop --task or pass --task text-generation-with-past")
+        raise BadInput(
+            "a prompt-tuning adapter needs the text-generation-with-past task",
+            "drop --task or pass --task text-generation-with-past",
+        )
     fold = _PrefixFold(num_virtual)
     fold.cache(prefix, inputs, outputs)
     fold.mask_and_positions(inputs)
@@ -223,8 +257,11 @@ class _PrefixFold:
         self.inits: list[Any] = []
         self.renames: dict[str, str] = {}
         # batch = Shape(input_ids)[0:1], so the constant prefix can be expanded to the batch.
-        self.head: list[Any] = [helper.make_node("Shape", ["input_ids"], ["gptctl/prompt/batch"], start=0, end=1,
-                                                 name="gptctl/prompt/batch")]
+        self.head: list[Any] = [
+            helper.make_node(
+                "Shape", ["input_ids"], ["gptctl/prompt/batch"], start=0, end=1, name="gptctl/prompt/batch"
+            )
+        ]
 
     def const(self, name: str, array: Any) -> str:
         import numpy as np
@@ -242,7 +279,10 @@ class _PrefixFold:
             for kind, tensor in (("key", key), ("value", value)):
                 name = f"past_key_values.{layer}.{kind}"
                 if name not in inputs:
-                    raise BadInput(f"exported graph has no input {name}", "the architecture's cache layout is not supported for prompt folding")
+                    raise BadInput(
+                        f"exported graph has no input {name}",
+                        "the architecture's cache layout is not supported for prompt folding",
+                    )
                 t = np.ascontiguousarray(np.asarray(tensor, dtype=np.float32))
                 c = self.const(f"gptctl/prompt/{layer}.{kind}", t)
                 shp = self.const(f"gptctl/prompt/{layer}.{kind}/dims", np.array(t.shape[1:], dtype=np.int64))
@@ -257,7 +297,10 @@ class _PrefixFold:
                 self.renames[name] = joined
                 present = f"present.{layer}.{kind}"
                 if present not in outputs:
-                    raise BadInput(f"exported graph has no output {present}", "the architecture's cache layout is not supported for prompt folding")
+                    raise BadInput(
+                        f"exported graph has no output {present}",
+                        "the architecture's cache layout is not supported for prompt folding",
+                    )
 
     def mask_and_positions(self, inputs: set[str]) -> None:
         """P leading ones on the attention mask; position ids moved by P."""
@@ -271,7 +314,9 @@ class _PrefixFold:
             self.head += [
                 helper.make_node("Concat", ["gptctl/prompt/batch", mshape], ["gptctl/prompt/mask_shape"], axis=0),
                 helper.make_node("Expand", [ones, "gptctl/prompt/mask_shape"], ["gptctl/prompt/mask_prefix"]),
-                helper.make_node("Concat", ["gptctl/prompt/mask_prefix", "attention_mask"], ["attention_mask/with_prompt"], axis=1),
+                helper.make_node(
+                    "Concat", ["gptctl/prompt/mask_prefix", "attention_mask"], ["attention_mask/with_prompt"], axis=1
+                ),
             ]
             self.renames["attention_mask"] = "attention_mask/with_prompt"
         if "position_ids" in inputs:
@@ -318,7 +363,7 @@ def cache_layers(cache: Any) -> list[tuple[Any, Any]]:
     if hasattr(cache, "layers") and cache.layers and hasattr(cache.layers[0], "keys"):
         return [(layer.keys, layer.values) for layer in cache.layers]
     if hasattr(cache, "key_cache"):
-        return list(zip(cache.key_cache, cache.value_cache))
+        return list(zip(cache.key_cache, cache.value_cache, strict=False))
     if hasattr(cache, "to_legacy_cache"):
         return [tuple(x) for x in cache.to_legacy_cache()]
     return [tuple(x) for x in cache]

@@ -27,8 +27,9 @@ from gptctl.runtime.artifact import file_bytes, onnx_files
 BenchmarkFn = Callable[..., dict[str, Any]]
 
 
-def export_model(options: ExportOptions | dict[str, Any], progress: Progress | None = None, *,
-                 benchmark: BenchmarkFn | None = None) -> dict[str, Any]:
+def export_model(
+    options: ExportOptions | dict[str, Any], progress: Progress | None = None, *, benchmark: BenchmarkFn | None = None
+) -> dict[str, Any]:
     """Export a model to a validated ONNX artifact in `options.output`; return the manifest written there.
 
     `benchmark` measures the finished graph when `options.benchmark` is set: `gptctl.bench.run_benchmark`
@@ -39,7 +40,11 @@ def export_model(options: ExportOptions | dict[str, Any], progress: Progress | N
         CheckFailed: validation over `atol`, greedy tokens that differ, a LoRA merge that changes the
             logits, or a required execution provider that is not active (exit 1). Nothing is written then.
     """
-    opts = options if isinstance(options, ExportOptions) else parse_options(ExportOptions, dict(options), what="export options")
+    opts = (
+        options
+        if isinstance(options, ExportOptions)
+        else parse_options(ExportOptions, dict(options), what="export options")
+    )
     progress = progress or NULL_PROGRESS
     started = time.perf_counter()
     target, source, eval_records, probes = _check_before_loading(opts, benchmark)
@@ -57,15 +62,21 @@ def export_model(options: ExportOptions | dict[str, Any], progress: Progress | N
         extra["shape_sharing"] = state.sections["shape_sharing"]
         if opts.benchmark:
             spec = str(source.content_path()) if source.path is not None else opts.model
-            extra["benchmark"] = benchmark(work, opts, source_spec=spec, vocab_size=state.vocab_size,
-                                           progress=progress)
+            extra["benchmark"] = benchmark(work, opts, source_spec=spec, vocab_size=state.vocab_size, progress=progress)
         elif probes:
             keys = ("provider", "ort_provider", "available", "reason", "active_providers")
             extra["benchmark"] = {k: {x: v.get(x) for x in keys} for k, v in probes.items()}
         extra["passes"] = [r.to_dict() for r in records]
-        manifest = Manifest(step="export", method="onnx", options=opts.model_dump(mode="json"),
-                            inputs=_inputs(opts, source), outputs=_outputs(work), metrics=metrics,
-                            parent=source.manifest, extra=extra)
+        manifest = Manifest(
+            step="export",
+            method="onnx",
+            options=opts.model_dump(mode="json"),
+            inputs=_inputs(opts, source),
+            outputs=_outputs(work),
+            metrics=metrics,
+            parent=source.manifest,
+            extra=extra,
+        )
         manifest.write(work)
         result = manifest.to_dict()
         write_model_card(work, result)
@@ -81,8 +92,10 @@ def _check_before_loading(opts: ExportOptions, benchmark: BenchmarkFn | None) ->
     if source.path is not None and target.resolve() in (source.path.resolve(), *source.path.resolve().parents):
         raise BadInput(f"--output {target} would replace the input model", "choose another --output directory")
     if source.kind == "prompt-adapter" and opts.task != "text-generation-with-past":
-        raise BadInput("a prompt-tuning adapter is exported with its soft prompt as a prefix KV cache",
-                       "use --task text-generation-with-past (the default)")
+        raise BadInput(
+            "a prompt-tuning adapter is exported with its soft prompt as a prefix KV cache",
+            "use --task text-generation-with-past (the default)",
+        )
     if opts.task == "feature-extraction" and source.is_adapter:
         raise BadInput("feature-extraction exports take a full model, not an adapter", "pass the base model directory")
     eval_records = None
@@ -93,8 +106,10 @@ def _check_before_loading(opts: ExportOptions, benchmark: BenchmarkFn | None) ->
             raise BadInput("--eval-data (perplexity) needs a text-generation task")
         eval_records = load_eval_records(opts.eval_data)
     if opts.benchmark and benchmark is None:
-        raise BadInput("benchmark: true needs a benchmark function",
-                       "call gptctl.export.export_model(..., benchmark=gptctl.bench.run_benchmark)")
+        raise BadInput(
+            "benchmark: true needs a benchmark function",
+            "call gptctl.export.export_model(..., benchmark=gptctl.bench.run_benchmark)",
+        )
     probes = None
     if opts.require_provider:
         from gptctl.runtime.providers import check_required, resolve_providers
@@ -130,12 +145,22 @@ def _finish(state: ExportState, opts: ExportOptions) -> None:
 
 
 def _inputs(opts: ExportOptions, source: Any) -> dict[str, Any]:
-    inputs = {"model": {"spec": opts.model, "kind": source.kind, "sha256": sha256_path(source.content_path()),
-                        "path": str(source.content_path())}}
+    inputs = {
+        "model": {
+            "spec": opts.model,
+            "kind": source.kind,
+            "sha256": sha256_path(source.content_path()),
+            "path": str(source.content_path()),
+        }
+    }
     if source.base is not None:
         base = source.base
-        inputs["base_model"] = {"spec": base.spec, "kind": base.kind, "sha256": sha256_path(base.content_path()),
-                                "path": str(base.content_path())}
+        inputs["base_model"] = {
+            "spec": base.spec,
+            "kind": base.kind,
+            "sha256": sha256_path(base.content_path()),
+            "path": str(base.content_path()),
+        }
     return inputs
 
 

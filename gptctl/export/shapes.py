@@ -32,10 +32,16 @@ def share_shape_computations(proto: Any) -> dict[str, Any]:
     shapes = _symbolic_shapes(proto)
     if isinstance(shapes, str):
         return {"applied": False, "reason": shapes}
-    symbols = {w for i in proto.graph.input for d in i.type.tensor_type.shape.dim if d.dim_param
-               for w in _WORD.findall(d.dim_param)}
-    exact = {name: s for name, s in shapes.items()
-             if all(isinstance(d, int) or set(_WORD.findall(d)) <= symbols for d in s)}
+    symbols = {
+        w
+        for i in proto.graph.input
+        for d in i.type.tensor_type.shape.dim
+        if d.dim_param
+        for w in _WORD.findall(d.dim_param)
+    }
+    exact = {
+        name: s for name, s in shapes.items() if all(isinstance(d, int) or set(_WORD.findall(d)) <= symbols for d in s)
+    }
     # The first tensor (in topological order: inputs, then node outputs) with each shape.
     first: dict[tuple, str] = {}
     for name in [i.name for i in proto.graph.input] + [o for n in proto.graph.node for o in n.output]:

@@ -75,7 +75,9 @@ class TorchReference:
                 kwargs["position_ids"] = torch.full_like(x, past_len)
             out = self.base(input_ids=x, past_key_values=cache, use_cache=True, **kwargs)
         p = self.num_virtual
-        return out.logits.float().numpy(), [t[:, :, p:].float().numpy() for kv in cache_layers(out.past_key_values) for t in kv]
+        return out.logits.float().numpy(), [
+            t[:, :, p:].float().numpy() for kv in cache_layers(out.past_key_values) for t in kv
+        ]
 
     def encode(self, ids: np.ndarray) -> np.ndarray:
         import torch
@@ -83,16 +85,28 @@ class TorchReference:
         x = torch.from_numpy(ids)
         pos = torch.arange(x.shape[1]).expand_as(x)
         with torch.no_grad():
-            return self.model(input_ids=x, attention_mask=torch.ones_like(x), position_ids=pos).last_hidden_state.float().numpy()
+            return (
+                self.model(input_ids=x, attention_mask=torch.ones_like(x), position_ids=pos)
+                .last_hidden_state.float()
+                .numpy()
+            )
 
     def greedy(self, ids: np.ndarray, n: int) -> np.ndarray:
         import torch
 
         x = torch.from_numpy(ids)
         with torch.no_grad():
-            seq = self.model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=n, min_new_tokens=n,
-                                      do_sample=False, num_beams=1, repetition_penalty=1.0, use_cache=True,
-                                      pad_token_id=eos_ids(self.base)[0] if eos_ids(self.base) else 0)
+            seq = self.model.generate(
+                input_ids=x,
+                attention_mask=torch.ones_like(x),
+                max_new_tokens=n,
+                min_new_tokens=n,
+                do_sample=False,
+                num_beams=1,
+                repetition_penalty=1.0,
+                use_cache=True,
+                pad_token_id=eos_ids(self.base)[0] if eos_ids(self.base) else 0,
+            )
         return seq[:, -n:].numpy()
 
 
@@ -116,8 +130,17 @@ def _diff(a: Any, b: Any) -> float:
     return float(np.max(np.abs(a - b)))
 
 
-def validate_decoder(onnx_path: Path, reference: TorchReference, tokenizer: Any, *, atol: float, greedy_tokens: int,
-                     vocab_size: int, threads: int | None = None, lm: Any = None) -> dict[str, Any]:
+def validate_decoder(
+    onnx_path: Path,
+    reference: TorchReference,
+    tokenizer: Any,
+    *,
+    atol: float,
+    greedy_tokens: int,
+    vocab_size: int,
+    threads: int | None = None,
+    lm: Any = None,
+) -> dict[str, Any]:
     """Compare an exported decoder with its PyTorch reference; return the `validation` object
     (`lm`: an already open `OrtCausalLM` on `onnx_path`). Use `raise_if_failed` to gate on it."""
     from gptctl.runtime.session import OrtCausalLM
@@ -133,14 +156,14 @@ def validate_decoder(onnx_path: Path, reference: TorchReference, tokenizer: Any,
     ref_logits, ref_presents, cache = reference.prefill(ids)
     ort_out, ort_past = lm.forward(ids)
     record("prefill", "logits", _diff(ort_out["logits"], ref_logits))
-    for name, ref in zip(lm.present_names, ref_presents):
+    for name, ref in zip(lm.present_names, ref_presents, strict=False):
         record("prefill", name, _diff(ort_out[name], ref))
     if lm.has_cache:
         token = ref_logits[:, -1, :].argmax(-1).astype(np.int64)[:, None]
         ref_logits2, ref_presents2 = reference.decode(token, cache, ids.shape[1])
         ort_out2, _ = lm.forward(token, ort_past, past_len=ids.shape[1])
         record("decode", "logits", _diff(ort_out2["logits"], ref_logits2))
-        for name, ref in zip(lm.present_names, ref_presents2):
+        for name, ref in zip(lm.present_names, ref_presents2, strict=False):
             record("decode", name, _diff(ort_out2[name], ref))
     for v in outputs.values():
         v["max"] = max(v.values())
@@ -148,7 +171,9 @@ def validate_decoder(onnx_path: Path, reference: TorchReference, tokenizer: Any,
     prompt = ids[:1]
     ref_tokens = reference.greedy(prompt, greedy_tokens)
     ort_tokens = lm.greedy(prompt, greedy_tokens, suppress_ids=eos_ids(reference.base))
-    mismatch = [i for i, (a, b) in enumerate(zip(ref_tokens[0].tolist(), ort_tokens[0].tolist())) if a != b]
+    mismatch = [
+        i for i, (a, b) in enumerate(zip(ref_tokens[0].tolist(), ort_tokens[0].tolist(), strict=False)) if a != b
+    ]  # noqa: E501
     result = {
         "passed": bool(max_diff <= atol and not mismatch),
         "atol": atol,
@@ -164,8 +189,15 @@ def validate_decoder(onnx_path: Path, reference: TorchReference, tokenizer: Any,
     return result
 
 
-def validate_encoder(onnx_path: Path, reference: TorchReference, tokenizer: Any, *, atol: float, vocab_size: int,
-                     threads: int | None = None) -> dict[str, Any]:
+def validate_encoder(
+    onnx_path: Path,
+    reference: TorchReference,
+    tokenizer: Any,
+    *,
+    atol: float,
+    vocab_size: int,
+    threads: int | None = None,
+) -> dict[str, Any]:
     """feature-extraction: compare `last_hidden_state` on the fixed inputs."""
     from gptctl.runtime.providers import create_session
 
@@ -174,14 +206,23 @@ def validate_encoder(onnx_path: Path, reference: TorchReference, tokenizer: Any,
         raise CheckFailed(f"ONNX Runtime cannot load the exported graph: {info['reason']}")
     ids = fixed_inputs(tokenizer, vocab_size)
     names = [i.name for i in session.get_inputs()]
-    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids),
-             "position_ids": np.broadcast_to(np.arange(ids.shape[1], dtype=np.int64), ids.shape).copy()}
+    feeds = {
+        "input_ids": ids,
+        "attention_mask": np.ones_like(ids),
+        "token_type_ids": np.zeros_like(ids),
+        "position_ids": np.broadcast_to(np.arange(ids.shape[1], dtype=np.int64), ids.shape).copy(),
+    }
     got = session.run(["last_hidden_state"], {k: v for k, v in feeds.items() if k in names})[0]
     d = _diff(got, reference.encode(ids))
-    return {"passed": bool(d <= atol), "atol": atol, "max_abs_diff": d,
-            "outputs": {"last_hidden_state": {"prefill": d, "max": d}},
-            "greedy_match": None, "greedy_tokens": 0,
-            "inputs": {"batch": int(ids.shape[0]), "sequence": int(ids.shape[1]), "decode_steps": 0}}
+    return {
+        "passed": bool(d <= atol),
+        "atol": atol,
+        "max_abs_diff": d,
+        "outputs": {"last_hidden_state": {"prefill": d, "max": d}},
+        "greedy_match": None,
+        "greedy_tokens": 0,
+        "inputs": {"batch": int(ids.shape[0]), "sequence": int(ids.shape[1]), "decode_steps": 0},
+    }
 
 
 def raise_if_failed(validation: dict[str, Any], what: str = "the exported graph") -> None:
@@ -190,7 +231,9 @@ def raise_if_failed(validation: dict[str, Any], what: str = "the exported graph"
         return
     atol = validation["atol"]
     worst = sorted(validation["outputs"].items(), key=lambda kv: -kv[1]["max"])
-    details = [f"{name}: max |diff| {v['max']:.3g}" + ("  (over atol)" if v["max"] > atol else "") for name, v in worst[:8]]
+    details = [
+        f"{name}: max |diff| {v['max']:.3g}" + ("  (over atol)" if v["max"] > atol else "") for name, v in worst[:8]
+    ]
     reasons = []
     if validation["max_abs_diff"] > atol:
         reasons.append(f"max |ONNX - PyTorch| = {validation['max_abs_diff']:.3g} > atol {atol:g}")
@@ -199,9 +242,11 @@ def raise_if_failed(validation: dict[str, Any], what: str = "the exported graph"
         reasons.append(f"greedy generation differs from token {i} of {validation['greedy_tokens']}")
         details.append(f"greedy pytorch: {validation['greedy_pytorch']}")
         details.append(f"greedy onnx:    {validation['greedy_ort']}")
-    raise CheckFailed(f"validation failed for {what}: " + "; ".join(reasons),
-                      "nothing was written; raise --atol only if the difference is acceptable, or report the architecture",
-                      details=details)
+    raise CheckFailed(
+        f"validation failed for {what}: " + "; ".join(reasons),
+        "nothing was written; raise --atol only if the difference is acceptable, or report the architecture",
+        details=details,
+    )
 
 
 def check_lora_merge(peft_model: Any, ids: np.ndarray, atol: float) -> tuple[Any, dict[str, Any]]:
@@ -215,7 +260,12 @@ def check_lora_merge(peft_model: Any, ids: np.ndarray, atol: float) -> tuple[Any
         merged.eval()
         after = merged(input_ids=x, attention_mask=torch.ones_like(x)).logits.float().numpy()
     d = _diff(before, after)
-    return merged, {"passed": bool(d <= atol), "atol": atol, "max_abs_diff": d, "compared": "logits (adapter vs merged)"}
+    return merged, {
+        "passed": bool(d <= atol),
+        "atol": atol,
+        "max_abs_diff": d,
+        "compared": "logits (adapter vs merged)",
+    }
 
 
 def compare_converted(ref: Any, new: Any, tokenizer: Any, *, vocab_size: int, greedy_tokens: int) -> dict[str, Any]:
@@ -231,26 +281,41 @@ def compare_converted(ref: Any, new: Any, tokenizer: Any, *, vocab_size: int, gr
     g_new = new.greedy(ids[:1], greedy_tokens)[0]
     differ = np.flatnonzero(g_ref != g_new)
     prefix = int(differ[0]) if differ.size else int(greedy_tokens)
-    return {"logits_max_abs_diff": _diff(a["logits"], b["logits"]),
-            "top1_agreement": round(float((top_ref == top_new).mean()), 4),
-            "greedy_agreement": round(float((g_ref == g_new).mean()), 4),
-            "greedy_prefix_agreement": round(prefix / max(int(greedy_tokens), 1), 4),
-            "greedy_tokens": int(greedy_tokens), "positions": int(top_ref.size)}
+    return {
+        "logits_max_abs_diff": _diff(a["logits"], b["logits"]),
+        "top1_agreement": round(float((top_ref == top_new).mean()), 4),
+        "greedy_agreement": round(float((g_ref == g_new).mean()), 4),
+        "greedy_prefix_agreement": round(prefix / max(int(greedy_tokens), 1), 4),
+        "greedy_tokens": int(greedy_tokens),
+        "positions": int(top_ref.size),
+    }
 
 
-def check_converted(result: dict[str, Any], *, min_top1: float, min_greedy_prefix: float, max_ppl_ratio: float,
-                    ppl_ratio: float | None, what: str) -> dict[str, Any]:
+def check_converted(
+    result: dict[str, Any],
+    *,
+    min_top1: float,
+    min_greedy_prefix: float,
+    max_ppl_ratio: float,
+    ppl_ratio: float | None,
+    what: str,
+) -> dict[str, Any]:
     """Gate the shipped converted graph on `compare_converted`'s figures (and the perplexity ratio when
     measured): adds `passed` and `thresholds` to `result`; raises CheckFailed with the figures when a
     threshold is crossed (the export then writes nothing)."""
-    thresholds = {"min_top1_agreement": min_top1, "min_greedy_prefix": min_greedy_prefix,
-                  "max_ppl_ratio": max_ppl_ratio}
+    thresholds = {
+        "min_top1_agreement": min_top1,
+        "min_greedy_prefix": min_greedy_prefix,
+        "max_ppl_ratio": max_ppl_ratio,
+    }
     reasons = []
     if result["top1_agreement"] < min_top1:
         reasons.append(f"top-1 agreement {result['top1_agreement']:.3f} < --min-top1-agreement {min_top1:g}")
     if result["greedy_prefix_agreement"] < min_greedy_prefix:
-        reasons.append(f"greedy prefix agreement {result['greedy_prefix_agreement']:.3f} < --min-greedy-prefix "
-                       f"{min_greedy_prefix:g}")
+        reasons.append(
+            f"greedy prefix agreement {result['greedy_prefix_agreement']:.3f} < --min-greedy-prefix "
+            f"{min_greedy_prefix:g}"
+        )
     if ppl_ratio is not None:
         result["ppl_ratio"] = ppl_ratio
         if ppl_ratio > max_ppl_ratio:
@@ -258,7 +323,10 @@ def check_converted(result: dict[str, Any], *, min_top1: float, min_greedy_prefi
     result.update({"passed": not reasons, "thresholds": thresholds})
     if reasons:
         details = [f"{k}: {v}" for k, v in result.items() if k not in ("passed", "thresholds")]
-        raise CheckFailed(f"the shipped {what} graph differs too much from the validated fp32 graph: " + "; ".join(reasons),
-                          "nothing was written; try another --quantize method (int4-mixed, int8), pass "
-                          "--calibration-data, or relax the threshold if the loss is acceptable", details=details)
+        raise CheckFailed(
+            f"the shipped {what} graph differs too much from the validated fp32 graph: " + "; ".join(reasons),
+            "nothing was written; try another --quantize method (int4-mixed, int8), pass "
+            "--calibration-data, or relax the threshold if the loss is acceptable",
+            details=details,
+        )
     return result

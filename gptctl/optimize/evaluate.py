@@ -9,8 +9,17 @@ from gptctl.optimize.data import Dataset, collate
 from gptctl.progress import NULL_PROGRESS, Progress
 
 
-def perplexity(model, data: Dataset, *, batch_size: int, pad_id: int, autocast=None, dist=None,
-               progress: Progress = NULL_PROGRESS, label: str = "evaluating") -> dict[str, Any]:
+def perplexity(
+    model,
+    data: Dataset,
+    *,
+    batch_size: int,
+    pad_id: int,
+    autocast=None,
+    dist=None,
+    progress: Progress = NULL_PROGRESS,
+    label: str = "evaluating",
+) -> dict[str, Any]:
     """Token-weighted perplexity of `model` on `data` (the labelled tokens of every sequence), the
     definition `gptctl.evaluation` shares with export.
 
@@ -34,7 +43,7 @@ def perplexity(model, data: Dataset, *, batch_size: int, pad_id: int, autocast=N
     rank, world = (dist.process_index, dist.num_processes) if dist is not None else (0, 1)
     # Longest first: padding stays small and a memory problem shows up on the first batch.
     order = sorted(range(len(data.samples)), key=lambda i: -len(data.samples[i].input_ids))
-    batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     device = next(inner.parameters()).device
     nll = torch.zeros((), dtype=torch.float64, device=device)
     count = torch.zeros((), dtype=torch.long, device=device)

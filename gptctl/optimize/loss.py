@@ -48,8 +48,15 @@ class CausalLMLoss(nn.Module):
         self.padding_free = model_type in _PACKED_MASKS and not self.prompt_tokens and _packed_masks_supported()
         # Attention cost of one (query, key) pair relative to the dense cost of one token, per layer:
         # ~4*d FLOPs against ~2 * (non-embedding parameters per layer).
-        dense = sum(p.numel() for n, p in hf.named_parameters() if p.dim() == 2 and "embed" not in n and "wte" not in n
-                    and "wpe" not in n and p is not getattr(hf.get_output_embeddings(), "weight", None))
+        dense = sum(
+            p.numel()
+            for n, p in hf.named_parameters()
+            if p.dim() == 2
+            and "embed" not in n
+            and "wte" not in n
+            and "wpe" not in n
+            and p is not getattr(hf.get_output_embeddings(), "weight", None)
+        )
         layers = getattr(hf.config, "num_hidden_layers", 1) or 1
         self._pair_cost = 2 * getattr(hf.config, "hidden_size", 0) * layers / max(dense, 1)
 
@@ -65,7 +72,7 @@ class CausalLMLoss(nn.Module):
             logits = self._hf[0].get_output_embeddings()(hidden)
         else:
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-            logits = out.logits[:, -input_ids.shape[1]:][:, :-1][keep]  # drop virtual-token positions
+            logits = out.logits[:, -input_ids.shape[1] :][:, :-1][keep]  # drop virtual-token positions
         nll = F.cross_entropy(logits.float(), target[keep], reduction="sum")
         return nll, keep.sum()
 
@@ -82,8 +89,9 @@ class CausalLMLoss(nn.Module):
         hf = self._hf[0]
         body = hf.base_model
         if not self.prompt_tokens:
-            return body(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                        use_cache=False).last_hidden_state
+            return body(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+            ).last_hidden_state
         # Prompt tuning: prepend the learned virtual-token embeddings, as peft's own forward does.
         b, n = input_ids.shape[0], self.prompt_tokens
         embeds = hf.get_input_embeddings()(input_ids)
@@ -114,7 +122,8 @@ def _packed_masks_supported() -> bool:
     except ImportError:
         return False
     return bool(getattr(masking_utils, "_is_torch_greater_or_equal_than_2_6", False)) and hasattr(
-        masking_utils, "find_packed_sequence_indices")
+        masking_utils, "find_packed_sequence_indices"
+    )
 
 
 def _is_prompt(cfg) -> bool:

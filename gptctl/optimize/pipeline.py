@@ -17,8 +17,8 @@ from typing import Any
 from gptctl.errors import BadInput
 from gptctl.manifest import MANIFEST_NAME, Manifest, dir_size, read_manifest, sha256_file, sha256_path
 from gptctl.model_source import ModelSource, resolve_model
-from gptctl.options import parse_options
 from gptctl.optimize.registry import method_module, options_class
+from gptctl.options import parse_options
 from gptctl.outputs import atomic_output_dir, check_output_dir
 from gptctl.progress import NULL_PROGRESS, Progress
 
@@ -73,8 +73,19 @@ def run_method(method: str, options: Any, progress: Progress | None = None) -> d
     work = _work_dir(target, stable=impl.TRAINS, resume=resume, main=main)
     accelerator.wait_for_everyone()
     try:
-        return _run(method, impl, opts, source, target, work, train_records, eval_records, accelerator,
-                    progress if main else NULL_PROGRESS, t_start)
+        return _run(
+            method,
+            impl,
+            opts,
+            source,
+            target,
+            work,
+            train_records,
+            eval_records,
+            accelerator,
+            progress if main else NULL_PROGRESS,
+            t_start,
+        )
     except BaseException:
         # Keep a working directory only when it holds a checkpoint to resume from.
         if main and work is not None and work.exists() and not (work / "checkpoints").exists():
@@ -111,15 +122,38 @@ def _run(method, impl, opts, source, target, work, train_records, eval_records, 
     inputs = _inputs(opts, model_input, train_data, eval_data)
 
     def measure(m, label):
-        return None if eval_data is None else perplexity(
-            m, eval_data, batch_size=opts.batch_size, pad_id=pad_id, autocast=accelerator.autocast,
-            dist=accelerator, progress=progress, label=label)
+        return (
+            None
+            if eval_data is None
+            else perplexity(
+                m,
+                eval_data,
+                batch_size=opts.batch_size,
+                pad_id=pad_id,
+                autocast=accelerator.autocast,
+                dist=accelerator,
+                progress=progress,
+                label=label,
+            )
+        )
 
     before = measure(model, "perplexity before")
     fingerprint = {k: v for k, v in opts.model_dump(mode="json").items() if k not in _NOT_IN_FINGERPRINT}
     fingerprint.update(model_sha256=inputs["model"]["sha256"], data_sha256=inputs.get("data", {}).get("sha256"))
-    job = Job(method, opts, source, model, tokenizer, train_data, accelerator, work, progress, pad_id,
-              inputs["model"]["spec"], fingerprint)
+    job = Job(
+        method,
+        opts,
+        source,
+        model,
+        tokenizer,
+        train_data,
+        accelerator,
+        work,
+        progress,
+        pad_id,
+        inputs["model"]["spec"],
+        fingerprint,
+    )
     torch.manual_seed(opts.seed)  # adapter initialisation: the same on every process and every resume
     method_metrics = impl.apply(job)
     after = measure(job.model, "perplexity after")
@@ -151,8 +185,14 @@ def _write_card(job: Job, opts, inputs, metrics, out: Path, target: Path) -> Non
 
     cfg = json.loads((out / "adapter_config.json").read_text())
     record = {"options": opts.model_dump(mode="json"), "inputs": inputs, "metrics": metrics}
-    write_adapter_card(out, method=job.method, record=record, source=job.source,
-                       base_reference=cfg["base_model_name_or_path"], final_path=target.resolve())
+    write_adapter_card(
+        out,
+        method=job.method,
+        record=record,
+        source=job.source,
+        base_reference=cfg["base_model_name_or_path"],
+        final_path=target.resolve(),
+    )
 
 
 def _tokenize(opts, tokenizer, train_records, eval_records, progress, max_length: int | None = None):
@@ -163,8 +203,10 @@ def _tokenize(opts, tokenizer, train_records, eval_records, progress, max_length
     if train_records:
         train_data = tokenize(train_records, tokenizer, max_length=max_length, packing=opts.packing, path=opts.data)
         if train_data.skipped_too_long:
-            progress.info(f"skipped {train_data.skipped_too_long} of {train_data.records} samples longer than "
-                          f"{max_length} tokens (pass --packing to keep them)")
+            progress.info(
+                f"skipped {train_data.skipped_too_long} of {train_data.records} samples longer than "
+                f"{max_length} tokens (pass --packing to keep them)"
+            )
     if eval_records:
         where = opts.eval_data or f"{opts.data} (--eval-split {opts.eval_split})"
         eval_data = tokenize(eval_records, tokenizer, max_length=max_length, packing=False, path=where, for_eval=True)
@@ -185,9 +227,12 @@ def _headline(before, after, trainable: int, total: int, method_metrics: dict[st
     """The metrics every method reports, first; then the method's own."""
     head: dict[str, Any] = {"ppl_before": None, "ppl_after": None, "ppl_change_pct": None, "eval_tokens": None}
     if before and after:
-        head = {"ppl_before": round(before["ppl"], 4), "ppl_after": round(after["ppl"], 4),
-                "ppl_change_pct": round(100 * (after["ppl"] - before["ppl"]) / before["ppl"], 2),
-                "eval_tokens": before["tokens"]}
+        head = {
+            "ppl_before": round(before["ppl"], 4),
+            "ppl_after": round(after["ppl"], 4),
+            "ppl_change_pct": round(100 * (after["ppl"] - before["ppl"]) / before["ppl"], 2),
+            "eval_tokens": before["tokens"],
+        }
     head.update(trainable_params=trainable, total_params=total, trainable_pct=round(100 * trainable / total, 4))
     rest = dict(method_metrics)
     for key in ("loss_first", "loss_last", "train_tokens_per_s"):
@@ -197,11 +242,15 @@ def _headline(before, after, trainable: int, total: int, method_metrics: dict[st
 
 def _check_source(source: ModelSource, method: str) -> None:
     if source.kind == "prompt-adapter":
-        raise BadInput(f"{source.display} is a prompt-tuning adapter; it cannot be optimized further",
-                       "pass its base model instead")
+        raise BadInput(
+            f"{source.display} is a prompt-tuning adapter; it cannot be optimized further",
+            "pass its base model instead",
+        )
     if source.kind == "lora-adapter" and method != "prune":
-        raise BadInput(f"{source.display} is a LoRA adapter; {method} trains on a full model",
-                       "run the LoRA step with --merge and pass OUTPUT/merged, or pass the base model")
+        raise BadInput(
+            f"{source.display} is a LoRA adapter; {method} trains on a full model",
+            "run the LoRA step with --merge and pass OUTPUT/merged, or pass the base model",
+        )
 
 
 def _read_data(opts) -> tuple[list, list]:
@@ -223,13 +272,17 @@ def _accelerator(precision: str):
         mp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "no"
     elif precision == "fp16":
         if not cuda:
-            raise BadInput("--precision fp16 needs a CUDA GPU, and none is available", "use --precision auto (fp32 on CPU)")
+            raise BadInput(
+                "--precision fp16 needs a CUDA GPU, and none is available", "use --precision auto (fp32 on CPU)"
+            )
         mp = "fp16"
     elif precision == "bf16":
         if cuda and not torch.cuda.is_bf16_supported():
             raise BadInput("this GPU does not support bf16", "use --precision fp16 or auto")
         if not cuda and not _cpu_bf16():
-            raise BadInput("this CPU has no bf16 instructions (AVX512-BF16 or AMX)", "use --precision auto (fp32 on CPU)")
+            raise BadInput(
+                "this CPU has no bf16 instructions (AVX512-BF16 or AMX)", "use --precision auto (fp32 on CPU)"
+            )
         mp = "bf16"
     else:
         mp = "no"
@@ -287,11 +340,17 @@ def portable_spec(source: ModelSource, spec: str) -> str:
 
 def _model_input(source: ModelSource, spec: str) -> dict[str, Any]:
     """The manifest's `inputs.model`: how to find it again, what it is, and its content hash."""
-    model: dict[str, Any] = {"spec": portable_spec(source, spec), "kind": source.kind,
-                             "sha256": sha256_path(source.content_path())}
+    model: dict[str, Any] = {
+        "spec": portable_spec(source, spec),
+        "kind": source.kind,
+        "sha256": sha256_path(source.content_path()),
+    }
     if source.is_adapter and source.base is not None:
-        model["base"] = {"spec": portable_spec(source.base, source.base.spec), "kind": source.base.kind,
-                         "sha256": sha256_path(source.base.content_path())}
+        model["base"] = {
+            "spec": portable_spec(source.base, source.base.spec),
+            "kind": source.base.kind,
+            "sha256": sha256_path(source.base.content_path()),
+        }
     return model
 
 
@@ -303,8 +362,12 @@ def _inputs(opts, model: dict[str, Any], train_data, eval_data) -> dict[str, Any
             inputs["data"].update(train_data.summary())
     if eval_data is not None:
         where = opts.eval_data or opts.data
-        inputs["eval_data"] = {"path": str(Path(where).resolve()), "sha256": sha256_file(where),
-                               "split": opts.eval_split, **eval_data.summary()}
+        inputs["eval_data"] = {
+            "path": str(Path(where).resolve()),
+            "sha256": sha256_file(where),
+            "split": opts.eval_split,
+            **eval_data.summary(),
+        }
     return inputs
 
 
@@ -313,19 +376,36 @@ def _write_manifest(method, opts, inputs, outputs, metrics, source: ModelSource,
     if parent is None and source.selection is not None:
         # `select --output` writes its manifest beside the selection file.
         beside = read_manifest(Path(source.spec).parent) if Path(source.spec).is_file() else None
-        parent = beside if beside and beside.get("step") == "select" else (
-            source.selection if source.selection.get("step") else None)
+        parent = (
+            beside
+            if beside and beside.get("step") == "select"
+            else (source.selection if source.selection.get("step") else None)
+        )
     for entry in outputs.values():
         p = out / entry["path"]
         entry.update(sha256=sha256_path(p), bytes=dir_size(p))
     metrics["size_bytes"] = sum(f.stat().st_size for f in out.glob("*.safetensors"))  # the weights written
-    man = Manifest(step="optimize", method=method, options=opts.model_dump(mode="json"), inputs=inputs,
-                   outputs=outputs, metrics=metrics, parent=parent)
+    man = Manifest(
+        step="optimize",
+        method=method,
+        options=opts.model_dump(mode="json"),
+        inputs=inputs,
+        outputs=outputs,
+        metrics=metrics,
+        parent=parent,
+    )
     if "merged" in outputs:
         # The merged model is a full model of its own: give it a manifest so later steps see its history.
-        Manifest(step="optimize", method=method, options=man.options, inputs=inputs,
-                 outputs={"model": dict(outputs["merged"], path=".")}, metrics=metrics, parent=parent,
-                 extra={"merged_from": ".."}).write(out / "merged")
+        Manifest(
+            step="optimize",
+            method=method,
+            options=man.options,
+            inputs=inputs,
+            outputs={"model": dict(outputs["merged"], path=".")},
+            metrics=metrics,
+            parent=parent,
+            extra={"merged_from": ".."},
+        ).write(out / "merged")
         outputs["adapter"].update(sha256=sha256_path(out), bytes=dir_size(out))
     man.write(out)
     return json.loads((out / MANIFEST_NAME).read_text())

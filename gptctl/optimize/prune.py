@@ -23,24 +23,39 @@ ARTIFACT = "hf-model"
 _BINS = 1 << 14  # histogram resolution of the global threshold search
 
 
-def apply(job: "Job") -> dict[str, Any]:
+def apply(job: Job) -> dict[str, Any]:
     """Prune `job.model` as the options ask; return requested and realised sparsity, per layer and in total."""
     opts = job.options
     norms, calibration_s = None, None
     if opts.method == "wanda":
         t0 = time.perf_counter()
-        norms = wanda_norms(job.model, job.train_data, calib_samples=opts.calib_samples, batch_size=opts.batch_size,
-                            pad_id=job.pad_id, seed=opts.seed, include_lm_head=opts.include_lm_head, progress=job.progress)
+        norms = wanda_norms(
+            job.model,
+            job.train_data,
+            calib_samples=opts.calib_samples,
+            batch_size=opts.batch_size,
+            pad_id=job.pad_id,
+            seed=opts.seed,
+            include_lm_head=opts.include_lm_head,
+            progress=job.progress,
+        )
         calibration_s = round(time.perf_counter() - t0, 3)
     t0 = time.perf_counter()
-    report = prune_model(job.model, sparsity=opts.sparsity, scope=opts.scope, n_m=opts.n_m, norms=norms,
-                         include_lm_head=opts.include_lm_head, progress=job.progress)
+    report = prune_model(
+        job.model,
+        sparsity=opts.sparsity,
+        scope=opts.scope,
+        n_m=opts.n_m,
+        norms=norms,
+        include_lm_head=opts.include_lm_head,
+        progress=job.progress,
+    )
     report["prune_s"] = round(time.perf_counter() - t0, 3)
     report["calibration_s"] = calibration_s
     return report
 
 
-def save(job: "Job", directory: Path) -> dict[str, Any]:
+def save(job: Job, directory: Path) -> dict[str, Any]:
     """Write the pruned model (save_pretrained, safetensors) in the dtype the input was stored in."""
     from gptctl.optimize.pipeline import stored_dtype
 
@@ -69,9 +84,16 @@ def _rows(module):
     return w.t() if isinstance(module, Conv1D) else w
 
 
-def prune_model(model, *, sparsity: float, scope: str = "layer", n_m: tuple[int, int] | None = None,
-                norms: dict[str, Any] | None = None, include_lm_head: bool = False,
-                progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
+def prune_model(
+    model,
+    *,
+    sparsity: float,
+    scope: str = "layer",
+    n_m: tuple[int, int] | None = None,
+    norms: dict[str, Any] | None = None,
+    include_lm_head: bool = False,
+    progress: Progress = NULL_PROGRESS,
+) -> dict[str, Any]:
     """Zero weights of the attention/MLP projections in place and report what was done.
 
     Args:
@@ -100,8 +122,10 @@ def prune_model(model, *, sparsity: float, scope: str = "layer", n_m: tuple[int,
     task.close()
     # A global threshold asks nothing of any single layer; every other mode asks `sparsity` of each.
     asked = None if scope == "global" and n_m is None else sparsity
-    per_layer = {name: {"params": m.weight.numel(), "requested": asked, "sparsity": round(z / m.weight.numel(), 6)}
-                 for (name, m), z in zip(targets, counts)}
+    per_layer = {
+        name: {"params": m.weight.numel(), "requested": asked, "sparsity": round(z / m.weight.numel(), 6)}
+        for (name, m), z in zip(targets, counts, strict=False)
+    }
     total = sum(m.weight.numel() for _, m in targets)
     pruned = {id(m.weight) for _, m in targets}
     all_params = sum(p.numel() for p in model.parameters())
@@ -200,8 +224,10 @@ def _prune_n_m(name: str, w, n_m: tuple[int, int], norm) -> None:
     n, m = n_m
     out_f, in_f = w.shape
     if in_f % m:
-        raise BadInput(f"{name} has {in_f} inputs, not a multiple of {m}: an {n}:{m} pattern does not fit",
-                       "use --structure unstructured")
+        raise BadInput(
+            f"{name} has {in_f} inputs, not a multiple of {m}: an {n}:{m} pattern does not fit",
+            "use --structure unstructured",
+        )
     score = w.abs().float()
     if norm is not None:
         score = score * norm.to(w.device)[None, :]
@@ -246,8 +272,17 @@ def _prune_global(w, threshold: float) -> None:
     w.masked_fill_(w.abs().float() <= threshold, 0)
 
 
-def wanda_norms(model, data, *, calib_samples: int, batch_size: int, pad_id: int, seed: int = 0,
-                include_lm_head: bool = False, progress: Progress = NULL_PROGRESS) -> dict[str, Any]:
+def wanda_norms(
+    model,
+    data,
+    *,
+    calib_samples: int,
+    batch_size: int,
+    pad_id: int,
+    seed: int = 0,
+    include_lm_head: bool = False,
+    progress: Progress = NULL_PROGRESS,
+) -> dict[str, Any]:
     """L2 norm of every input feature of every targeted layer over the calibration tokens.
 
     One forward pass of the dense model over up to `calib_samples` sequences of `data`, with a
@@ -276,6 +311,7 @@ def wanda_norms(model, data, *, calib_samples: int, batch_size: int, pad_id: int
             dims = tuple(range(x.dim() - 1))
             s = torch.linalg.vector_norm(x, dim=dims, dtype=torch.float32).pow_(2)  # sum of squares, no x^2 copy
             sums[name] = s if sums[name] is None else sums[name] + s
+
         return fn
 
     handles = [m.register_forward_hook(hook(name)) for name, m in targets]
@@ -288,7 +324,7 @@ def wanda_norms(model, data, *, calib_samples: int, batch_size: int, pad_id: int
     try:
         with torch.no_grad():
             for i in range(0, len(samples), batch_size):
-                chunk = samples[i: i + batch_size]
+                chunk = samples[i : i + batch_size]
                 batch = collate(chunk, pad_id)
                 current["mask"] = batch["attention_mask"].bool().to(device)
                 current["padded"] = not bool(current["mask"].all())

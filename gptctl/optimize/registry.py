@@ -27,13 +27,24 @@ class Method:
 _OPTIONS = "gptctl.optimize.options"
 
 REGISTRY: dict[str, Method] = {
-    "lora": Method("gptctl.optimize.lora", f"{_OPTIONS}:LoraOptions",
-                   "Train LoRA adapters on your data; saves the adapter (and with --merge the merged "
-                       "model).", "training"),
-    "prompt-tuning": Method("gptctl.optimize.prompt_tuning", f"{_OPTIONS}:PromptTuningOptions",
-                            "Learn virtual prompt tokens on your data; saves the peft adapter.", "training"),
-    "prune": Method("gptctl.optimize.prune", f"{_OPTIONS}:PruneOptions",
-                    "Zero the least important attention/MLP weights (magnitude or wanda), permanently.", "sparsity"),
+    "lora": Method(
+        "gptctl.optimize.lora",
+        f"{_OPTIONS}:LoraOptions",
+        "Train LoRA adapters on your data; saves the adapter (and with --merge the merged model).",
+        "training",
+    ),
+    "prompt-tuning": Method(
+        "gptctl.optimize.prompt_tuning",
+        f"{_OPTIONS}:PromptTuningOptions",
+        "Learn virtual prompt tokens on your data; saves the peft adapter.",
+        "training",
+    ),
+    "prune": Method(
+        "gptctl.optimize.prune",
+        f"{_OPTIONS}:PruneOptions",
+        "Zero the least important attention/MLP weights (magnitude or wanda), permanently.",
+        "sparsity",
+    ),
 }
 
 

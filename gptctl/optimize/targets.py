@@ -43,8 +43,10 @@ def lora_targets(model, requested: list[str] | None) -> list[str] | str:
     if requested:
         unknown = [r for r in requested if r not in names]
         if unknown:
-            raise BadInput(f"--target-modules {', '.join(unknown)}: no such Linear module in this "
-                           f"{model.config.model_type} model", f"choose from: {', '.join(names)} (or all-linear)")
+            raise BadInput(
+                f"--target-modules {', '.join(unknown)}: no such Linear module in this {model.config.model_type} model",
+                f"choose from: {', '.join(names)} (or all-linear)",
+            )
         return list(requested)
     return LORA_TARGETS.get(model.config.model_type, "all-linear")
 
@@ -67,7 +69,9 @@ def block_linears(model) -> list[tuple[str, object]]:
     layers = getattr(model.config, "num_hidden_layers", None)
     lists = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) == layers]
     if not lists:
-        raise BadInput(f"cannot find the decoder blocks of this {model.config.model_type} model",
-                       "pruning supports decoder-only models with one block per hidden layer")
+        raise BadInput(
+            f"cannot find the decoder blocks of this {model.config.model_type} model",
+            "pruning supports decoder-only models with one block per hidden layer",
+        )
     prefix, blocks = max(lists, key=lambda item: sum(p.numel() for p in item[1].parameters()))
     return [(f"{prefix}.{n}", m) for n, m in blocks.named_modules() if _is_linear(m)]

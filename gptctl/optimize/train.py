@@ -23,8 +23,17 @@ from gptctl.progress import Progress
 CHECKPOINT = "checkpoints/last.pt"
 
 
-def train(model, data: Dataset, opts, *, accelerator, work_dir: Path, progress: Progress, pad_id: int,
-          fingerprint: dict[str, Any]) -> dict[str, Any]:
+def train(
+    model,
+    data: Dataset,
+    opts,
+    *,
+    accelerator,
+    work_dir: Path,
+    progress: Progress,
+    pad_id: int,
+    fingerprint: dict[str, Any],
+) -> dict[str, Any]:
     """Train the parameters of `model` that require grad on `data`; return the training metrics.
 
     Args:
@@ -64,8 +73,10 @@ def train(model, data: Dataset, opts, *, accelerator, work_dir: Path, progress: 
         # change together only inside a step), so `--resume` loses nothing.
         if not loop.in_step and len(loop.history) > start and accelerator.is_main_process:
             loop.save(ckpt, fingerprint)
-            progress.info(f"stopped after step {len(loop.history)} of {loop.total}; checkpoint saved: "
-                          "run again with --resume to continue")
+            progress.info(
+                f"stopped after step {len(loop.history)} of {loop.total}; checkpoint saved: "
+                "run again with --resume to continue"
+            )
         raise
     finally:
         task.close()
@@ -83,13 +94,16 @@ class _Loop:
         self.data, self.opts, self.acc, self.pad_id = data, opts, accelerator, pad_id
         self.world, self.rank = accelerator.num_processes, accelerator.process_index
         self.named = {n: p for n, p in model.named_parameters() if p.requires_grad}
-        self.micro_per_epoch, steps = _schedule(len(data.samples), opts.batch_size, self.world, opts.grad_accum, opts.epochs)
+        self.micro_per_epoch, steps = _schedule(
+            len(data.samples), opts.batch_size, self.world, opts.grad_accum, opts.epochs
+        )
         self.total = opts.max_steps or steps
         self.warmup = int(opts.warmup) if opts.warmup >= 1 else round(opts.warmup * self.total)
         optimizer = torch.optim.AdamW(list(self.named.values()), lr=opts.lr, weight_decay=opts.weight_decay)
         self.schedule = getattr(opts, "schedule", "constant")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: lr_factor(s, self.warmup, self.total, self.schedule))
+            optimizer, lambda s: lr_factor(s, self.warmup, self.total, self.schedule)
+        )
         self.loss_fn, self.optimizer = accelerator.prepare(CausalLMLoss(model), optimizer)
         self.loss_fn.train()
         self.history: list[float] = []  # mean loss of every optimizer step so far (all processes)
@@ -102,8 +116,15 @@ class _Loop:
         opts, acc = self.opts, self.acc
         sums = torch.zeros(2, dtype=torch.float64, device=acc.device)  # [nll, predicted tokens]
         for k in range(opts.grad_accum):
-            samples = _micro_batch(self.data, step * opts.grad_accum + k, self.micro_per_epoch, opts.batch_size,
-                                   self.world, self.rank, opts.seed)
+            samples = _micro_batch(
+                self.data,
+                step * opts.grad_accum + k,
+                self.micro_per_epoch,
+                opts.batch_size,
+                self.world,
+                self.rank,
+                opts.seed,
+            )
             batch = collate(samples, self.pad_id)
             self.tokens += int(batch["attention_mask"].sum())
             batch = {key: v.to(acc.device) for key, v in batch.items()}
@@ -129,9 +150,14 @@ class _Loop:
         import torch
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        state = {"step": len(self.history), "trainable": {n: p.detach().cpu() for n, p in self.named.items()},
-                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "history": list(self.history), "fingerprint": fingerprint}
+        state = {
+            "step": len(self.history),
+            "trainable": {n: p.detach().cpu() for n, p in self.named.items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "history": list(self.history),
+            "fingerprint": fingerprint,
+        }
         tmp = path.with_suffix(".tmp")
         torch.save(state, tmp)
         os.replace(tmp, path)
@@ -144,8 +170,10 @@ class _Loop:
         changed = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
         if changed:
             what = ", ".join(f"{k}: {old.get(k)!r} then, {fingerprint.get(k)!r} now" for k in changed[:4])
-            raise BadInput(f"--resume: the checkpoint in {path.parent} was made with different inputs or options ({what})",
-                           "run again with the same options, or drop --resume to start over")
+            raise BadInput(
+                f"--resume: the checkpoint in {path.parent} was made with different inputs or options ({what})",
+                "run again with the same options, or drop --resume to start over",
+            )
         with torch.no_grad():
             for n, p in self.named.items():
                 p.copy_(state["trainable"][n].to(p.device, p.dtype))
@@ -229,5 +257,7 @@ def _summarise(history: list[float], points: int = 20) -> list[list[float]]:
     if not history:
         return []
     size = max(1, math.ceil(len(history) / points))
-    return [[min(i + size, len(history)), round(sum(history[i: i + size]) / len(history[i: i + size]), 5)]
-            for i in range(0, len(history), size)]
+    return [
+        [min(i + size, len(history)), round(sum(history[i : i + size]) / len(history[i : i + size]), 5)]
+        for i in range(0, len(history), size)
+    ]

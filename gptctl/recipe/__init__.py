@@ -11,5 +11,16 @@ from gptctl.recipe.runner import RunReport, StepReport, default_workdir, run_rec
 from gptctl.recipe.schema import Recipe, Step, load_recipe, parse_recipe
 from gptctl.recipe.steps import KINDS, StepKind, StepRun
 
-__all__ = ["KINDS", "Recipe", "RunReport", "Step", "StepKind", "StepReport", "StepRun", "default_workdir",
-           "load_recipe", "parse_recipe", "run_recipe"]
+__all__ = [
+    "KINDS",
+    "Recipe",
+    "RunReport",
+    "Step",
+    "StepKind",
+    "StepReport",
+    "StepRun",
+    "default_workdir",
+    "load_recipe",
+    "parse_recipe",
+    "run_recipe",
+]

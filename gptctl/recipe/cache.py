@@ -88,7 +88,9 @@ def write_state(workdir: Path, name: str, state: dict[str, Any]) -> None:
     path = state_path(workdir, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({**state, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2, default=str))
+    tmp.write_text(
+        json.dumps({**state, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2, default=str)
+    )
     os.replace(tmp, path)
 
 
@@ -142,7 +144,9 @@ def why_rerun(prev: dict[str, Any] | None, now: dict[str, Any], output: Path, in
     old_opts, new_opts = prev.get("options", {}), now.get("options", {})
     for key in sorted(set(old_opts) | set(new_opts), key=str):
         if old_opts.get(key) != new_opts.get(key):
-            reasons.append(f"option {key} changed ({_short(old_opts.get(key, '(unset)'))} -> {_short(new_opts.get(key, '(unset)'))})")
+            reasons.append(
+                f"option {key} changed ({_short(old_opts.get(key, '(unset)'))} -> {_short(new_opts.get(key, '(unset)'))})"  # noqa: E501
+            )
     old_in, new_in = prev.get("inputs", {}), now.get("inputs", {})
     for key in sorted(set(old_in) | set(new_in), key=str):
         if old_in.get(key) != new_in.get(key):

@@ -49,9 +49,12 @@ def write_summaries(workdir: Path, run: str, summary: dict[str, Any]) -> Path:
 def produced_by(state: dict[str, Any]) -> dict[str, Any]:
     """The run that made a cached step's result, from the step's cache record."""
     run = state.get("run")
-    out: dict[str, Any] = {"run": run, "summary": f"{SUMMARIES_DIR}/{run}.json" if run else None,
-                           "duration_s": round(float(state.get("duration_s") or 0.0), 3),
-                           "finished": state.get("finished")}
+    out: dict[str, Any] = {
+        "run": run,
+        "summary": f"{SUMMARIES_DIR}/{run}.json" if run else None,
+        "duration_s": round(float(state.get("duration_s") or 0.0), 3),
+        "finished": state.get("finished"),
+    }
     return out
 
 

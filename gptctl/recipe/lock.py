@@ -87,5 +87,7 @@ def _busy(workdir: Path, wait_s: float) -> BadInput:
     if who.get("recipe"):
         by += f" (recipe {who['recipe']})"
     waited = f" (waited {wait_s:g}s)" if wait_s > 0 else ""
-    return BadInput(f"workdir {workdir} is in use by {by}{waited}",
-                    "let that run finish, pass --wait SECONDS to queue behind it, or choose another --workdir")
+    return BadInput(
+        f"workdir {workdir} is in use by {by}{waited}",
+        "let that run finish, pass --wait SECONDS to queue behind it, or choose another --workdir",
+    )

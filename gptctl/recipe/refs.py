@@ -15,8 +15,9 @@ references inside a longer string are formatted into it.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import yaml
 
@@ -64,11 +65,15 @@ def parse_ref(inner: str, text: str) -> Ref:
     root, rest = parts[0], parts[1:]
     if root == "steps":
         if len(rest) < 2:
-            raise RefError(f"{text}: say what to take from the step, e.g. ${{steps.{rest[0] if rest else 'NAME'}.model}}")
+            raise RefError(
+                f"{text}: say what to take from the step, e.g. ${{steps.{rest[0] if rest else 'NAME'}.model}}"
+            )
         if rest[1] not in STEP_ATTRS:
             from gptctl.yamlfile import did_you_mean
 
-            raise RefError(f"{text}: a step has no {rest[1]!r}{did_you_mean(rest[1], STEP_ATTRS)}; use one of {', '.join(STEP_ATTRS)}")
+            raise RefError(
+                f"{text}: a step has no {rest[1]!r}{did_you_mean(rest[1], STEP_ATTRS)}; use one of {', '.join(STEP_ATTRS)}"  # noqa: E501
+            )
         if rest[1] in PATH_ATTRS and len(rest) > 2:
             raise RefError(f"{text}: {rest[1]} is a path; it has no {'.'.join(rest[2:])!r}")
     elif root == "vars":
@@ -100,7 +105,7 @@ def _spans(value: str) -> list[tuple[int, int, str]]:
             k += 1
         if depth:
             raise RefError(f"{value!r}: unclosed '${{'")
-        spans.append((start, k + 1, value[start + 2:k]))
+        spans.append((start, k + 1, value[start + 2 : k]))
         i = k + 1
     return spans
 
@@ -176,7 +181,9 @@ def apply_override(data: dict, parts: tuple, value: Any) -> None:
         if isinstance(node, dict):
             if not isinstance(node.get(part), (dict, list)):
                 if part in node and node[part] is not None:
-                    raise RefError(f"--set {'.'.join(map(str, parts))}: {here} is a {type(node[part]).__name__}, not a mapping")
+                    raise RefError(
+                        f"--set {'.'.join(map(str, parts))}: {here} is a {type(node[part]).__name__}, not a mapping"
+                    )
                 node[part] = {}
             node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and part < len(node):
@@ -187,7 +194,7 @@ def apply_override(data: dict, parts: tuple, value: Any) -> None:
     if isinstance(node, dict):
         node[last] = value
     elif isinstance(node, list) and isinstance(last, int) and last <= len(node):
-        node[last:last + 1] = [value]
+        node[last : last + 1] = [value]
     else:
         raise RefError(f"--set {'.'.join(map(str, parts))}: cannot set an item of a {type(node).__name__}")
 

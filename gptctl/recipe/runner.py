@@ -7,9 +7,10 @@ The runner never prints: it reports through `progress` (the CLI draws bars) and 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from gptctl import __version__
 from gptctl.errors import EXIT_FAILED, EXIT_OK, BadInput, CheckFailed, GptctlError, Interrupted, exit_code_for
@@ -18,8 +19,8 @@ from gptctl.options import option_problems
 from gptctl.outputs import remove_leftovers
 from gptctl.progress import NULL_PROGRESS, Progress
 from gptctl.recipe import cache, history
-from gptctl.recipe.lock import holder, workdir_lock
 from gptctl.recipe.gates import GateResult, evaluate
+from gptctl.recipe.lock import holder, workdir_lock
 from gptctl.recipe.refs import Ref, find_refs, substitute, walk_strings
 from gptctl.recipe.schema import Recipe, Step
 from gptctl.recipe.steps import KINDS, StepKind, StepRun, model_path
@@ -50,8 +51,13 @@ class StepReport:
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
-            "name": self.name, "kind": self.kind, "method": self.method, "status": self.status,
-            "reason": self.reason, "duration_s": round(self.duration_s, 3), "output": self.output,
+            "name": self.name,
+            "kind": self.kind,
+            "method": self.method,
+            "status": self.status,
+            "reason": self.reason,
+            "duration_s": round(self.duration_s, 3),
+            "output": self.output,
             "metrics": self.metrics,
         }
         for key in ("validation", "benchmark"):
@@ -78,7 +84,11 @@ class RunReport:
 
     @property
     def passed(self) -> bool:
-        return self.error is None and all(s.status in ("ran", "cached") for s in self.steps) and all(g.passed for g in self.gates)
+        return (
+            self.error is None
+            and all(s.status in ("ran", "cached") for s in self.steps)
+            and all(g.passed for g in self.gates)
+        )
 
     @property
     def exit_code(self) -> int:
@@ -90,7 +100,9 @@ class RunReport:
 
     def to_dict(self) -> dict[str, Any]:
         d = {
-            "recipe": self.recipe, "workdir": self.workdir, "dry_run": self.dry_run,
+            "recipe": self.recipe,
+            "workdir": self.workdir,
+            "dry_run": self.dry_run,
             "steps": [s.to_dict() for s in self.steps],
             "gates": [g.to_dict() for g in self.gates],
             "passed": self.passed if not self.dry_run else None,
@@ -109,10 +121,18 @@ def default_workdir(recipe: Recipe) -> Path:
     return Path("runs") / recipe.name
 
 
-def run_recipe(recipe: Recipe, workdir: str | Path | None = None, *, force: bool = False, dry_run: bool = False,
-               resume: bool = True, wait_s: float = 0.0, kinds: Mapping[str, StepKind] | None = None,
-               progress: Progress = NULL_PROGRESS,
-               on_event: Callable[[str, StepReport], None] | None = None) -> RunReport:
+def run_recipe(
+    recipe: Recipe,
+    workdir: str | Path | None = None,
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+    resume: bool = True,
+    wait_s: float = 0.0,
+    kinds: Mapping[str, StepKind] | None = None,
+    progress: Progress = NULL_PROGRESS,
+    on_event: Callable[[str, StepReport], None] | None = None,
+) -> RunReport:
     """Run (or, with `dry_run`, plan) a validated recipe and evaluate its gates.
 
     Each step writes to WORKDIR/NAME/. A step whose input contents, options and gptctl version
@@ -127,8 +147,15 @@ def run_recipe(recipe: Recipe, workdir: str | Path | None = None, *, force: bool
     """
     workdir = Path(workdir) if workdir is not None else default_workdir(recipe)
     report = RunReport(recipe.name, str(workdir), [], [], dry_run=dry_run)
-    ctx = _Context(workdir, kinds if kinds is not None else KINDS, force, dry_run, resume and not force,
-                   progress, on_event or (lambda event, step: None))
+    ctx = _Context(
+        workdir,
+        kinds if kinds is not None else KINDS,
+        force,
+        dry_run,
+        resume and not force,
+        progress,
+        on_event or (lambda event, step: None),
+    )
     if dry_run:
         report.busy = holder(workdir)
         _run_steps(recipe, ctx, report)
@@ -182,8 +209,9 @@ def _run_steps(recipe: Recipe, ctx: _Context, report: RunReport) -> None:
             ctx.emit("interrupted", rep)
         except Exception as exc:  # a bug or a library failure: report it as this step's failure
             rep.status, rep.error = "failed", f"{type(exc).__name__}: {exc}"
-            report.error = CheckFailed(f"step {step.name} failed: {rep.error}",
-                                       "run again with `gptctl --debug run ...` for the traceback")
+            report.error = CheckFailed(
+                f"step {step.name} failed: {rep.error}", "run again with `gptctl --debug run ...` for the traceback"
+            )
             report.error.__cause__ = exc
             ctx.emit("failed", rep)
         overall.update(1)
@@ -193,8 +221,10 @@ def _run_steps(recipe: Recipe, ctx: _Context, report: RunReport) -> None:
 
 def _resume_hint(kind: StepKind, step: Step, out: Path) -> str:
     if kind.checkpoint is not None and kind.checkpoint(out).is_file():
-        return (f"run the same command again: finished steps are reused and {step.name} resumes from its "
-                f"checkpoint ({kind.checkpoint(out)}); --no-resume starts it over")
+        return (
+            f"run the same command again: finished steps are reused and {step.name} resumes from its "
+            f"checkpoint ({kind.checkpoint(out)}); --no-resume starts it over"
+        )
     return f"run the same command again: finished steps are reused and {step.name} starts over"
 
 
@@ -240,8 +270,9 @@ def _execute(step: Step, kind: StepKind, rep: StepReport, ctx: _Context, options
     ctx.emit("start", rep)
     start = time.perf_counter()
     try:
-        manifest = kind.execute(StepRun(step.name, step.method, options, out, step.sources,
-                                        _StepProgress(ctx.progress, step.name)))
+        manifest = kind.execute(
+            StepRun(step.name, step.method, options, out, step.sources, _StepProgress(ctx.progress, step.name))
+        )
     except Exception:
         cache.clear_running(workdir, step.name)  # failed, not interrupted: the next run says why it reruns
         raise
@@ -251,17 +282,26 @@ def _execute(step: Step, kind: StepKind, rep: StepReport, ctx: _Context, options
     if manifest is None or not out.exists():
         raise GptctlError(f"step {step.name} finished without writing {out}/gptctl.json")
     output_sha = cache.content_hash(out)
-    cache.write_state(workdir, step.name, {**record, "output_sha256": output_sha,
-                                           "output_signature": cache.signature(out),
-                                           "duration_s": rep.duration_s, "run": ctx.run_id})
+    cache.write_state(
+        workdir,
+        step.name,
+        {
+            **record,
+            "output_sha256": output_sha,
+            "output_signature": cache.signature(out),
+            "duration_s": rep.duration_s,
+            "run": ctx.run_id,
+        },
+    )
     cache.clear_running(workdir, step.name)
     rep.status = "ran"
     _finish(ctx.done, rep, manifest, record["fingerprint"], output_sha)
     ctx.emit("done", rep)
 
 
-def _resume_decision(step: Step, kind: StepKind, out: Path, interrupted: dict | None, fingerprint: str,
-                     allowed: bool) -> tuple[bool, str]:
+def _resume_decision(
+    step: Step, kind: StepKind, out: Path, interrupted: dict | None, fingerprint: str, allowed: bool
+) -> tuple[bool, str]:
     """Whether the step continues from the checkpoint an interrupted run left, and what to say about it.
 
     Only the checkpoint of a run with this very fingerprint (inputs, options, gptctl version) resumes:
@@ -301,9 +341,12 @@ def _finish(done: dict, rep: StepReport, manifest: dict, fingerprint: str, outpu
     rep.manifest = manifest
     # Later steps get absolute paths: a training step's checkpoint records its model path, so the same
     # workdir named as `w` or /abs/w must give the same options for a resume to be accepted.
-    done[rep.name] = {"manifest": manifest, "output": str(Path(rep.output).resolve()),
-                      "model": str(Path(rep.model).resolve()),
-                      "identity": {"fingerprint": fingerprint, "output_sha256": output_sha}}
+    done[rep.name] = {
+        "manifest": manifest,
+        "output": str(Path(rep.output).resolve()),
+        "model": str(Path(rep.model).resolve()),
+        "identity": {"fingerprint": fingerprint, "output_sha256": output_sha},
+    }
 
 
 def _resolve(step: Step, done: dict, pending: list[str], *, keep_paths: bool = False) -> dict[str, Any]:
@@ -323,8 +366,10 @@ def _resolve(step: Step, done: dict, pending: list[str], *, keep_paths: bool = F
         try:
             return _dig(done[name]["manifest"], ref.parts[1:], f"{name}'s manifest", f"steps.{name}")
         except KeyError as exc:
-            raise BadInput(f"step {step.name}: {ref.text}: {exc.args[0]}",
-                           f"see {done[name]['output']}/gptctl.json for what it records") from None
+            raise BadInput(
+                f"step {step.name}: {ref.text}: {exc.args[0]}",
+                f"see {done[name]['output']}/gptctl.json for what it records",
+            ) from None
 
     return substitute(step.options, resolve)
 
@@ -352,8 +397,14 @@ def _record(step: Step, kind: StepKind, resolved: dict[str, Any], done: dict) ->
     for key, value in (kind.implicit_inputs(resolved) if kind.implicit_inputs else {}).items():
         inputs[key] = _path_identity(value) if _is_local(value) else {"missing": value}
     sources = {k: cache.model_identity(v) for k, v in step.sources.items()}
-    rec = {"kind": step.kind, "method": step.method, "options": _resolve(step, done, [], keep_paths=True),
-           "inputs": inputs, "sources": sources, "gptctl_version": __version__}
+    rec = {
+        "kind": step.kind,
+        "method": step.method,
+        "options": _resolve(step, done, [], keep_paths=True),
+        "inputs": inputs,
+        "sources": sources,
+        "gptctl_version": __version__,
+    }
     rec["fingerprint"] = cache.fingerprint(rec)
     return rec
 
@@ -389,8 +440,11 @@ def _validated_options(step: Step, kind: StepKind, resolved: dict[str, Any], out
         data["resume"] = resuming
     instance, problems = option_problems(kind.options_model(step.method), data, prefix=("steps", step.name, "options"))
     if problems:
-        raise BadInput(f"step {step.name}: invalid options once earlier results were filled in",
-                       "check the values the references point to", details=[f"{format_path(p)}: {m}" for p, m in problems])
+        raise BadInput(
+            f"step {step.name}: invalid options once earlier results were filled in",
+            "check the values the references point to",
+            details=[f"{format_path(p)}: {m}" for p, m in problems],
+        )
     return instance
 
 
@@ -423,7 +477,7 @@ def _dig(node: Any, parts: list[str] | tuple[str, ...], where: str, prefix: str)
             node = node[part]
         else:
             have = ", ".join(map(str, node)) if isinstance(node, dict) else type(node).__name__
-            raise KeyError(f"{'.'.join([prefix, *parts[:i + 1]])}: not in {where} (it has: {have})")
+            raise KeyError(f"{'.'.join([prefix, *parts[: i + 1]])}: not in {where} (it has: {have})")
     return node
 
 

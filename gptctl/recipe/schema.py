@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from gptctl.errors import BadInput
 from gptctl.options import MISSING, option_problems
@@ -70,7 +71,7 @@ class _Problems:
 
     def near(self, path: tuple) -> bool:
         """A problem is already reported at `path` (or above or below it): don't pile on."""
-        return any(p[:len(path)] == path or path[:len(p)] == p for p, _ in self.items if len(p) > 2)
+        return any(p[: len(path)] == path or path[: len(p)] == p for p, _ in self.items if len(p) > 2)
 
     def where(self, path: tuple) -> str:
         for n in range(len(path), 0, -1):
@@ -81,16 +82,24 @@ class _Problems:
 
     def render(self) -> list[str]:
         """One line per problem, in file order; problems with the --set flags themselves last."""
+
         def order(item):
             line = line_of(self.lines, item[0]) if item[0] else None
             return (item[0] == ("--set",), line or 0)
 
-        return [m if p == ("--set",) else f"{self.where(p)}: {format_path(p)}: {m}"
-                for p, m in sorted(self.items, key=order)]
+        return [
+            m if p == ("--set",) else f"{self.where(p)}: {format_path(p)}: {m}"
+            for p, m in sorted(self.items, key=order)
+        ]
 
 
-def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None, *,
-                env: Mapping[str, str] | None = None, kinds: Mapping[str, StepKind] | None = None) -> Recipe:
+def load_recipe(
+    path: str | os.PathLike,
+    overrides: list[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    kinds: Mapping[str, StepKind] | None = None,
+) -> Recipe:
     """Read, override and validate a recipe file. Raises BadInput listing every problem (exit 2)."""
     p = Path(path)
     try:
@@ -102,9 +111,15 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None, *,
     return parse_recipe(text, str(p), overrides, env=env, kinds=kinds, recipe_dir=p.resolve().parent)
 
 
-def parse_recipe(text: str, name: str = "<recipe>", overrides: list[str] | None = None, *,
-                 env: Mapping[str, str] | None = None, kinds: Mapping[str, StepKind] | None = None,
-                 recipe_dir: Path | None = None) -> Recipe:
+def parse_recipe(
+    text: str,
+    name: str = "<recipe>",
+    overrides: list[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    kinds: Mapping[str, StepKind] | None = None,
+    recipe_dir: Path | None = None,
+) -> Recipe:
     """Validate recipe text (see `load_recipe`)."""
     env = os.environ if env is None else env
     kinds = KINDS if kinds is None else kinds
@@ -145,20 +160,31 @@ def parse_recipe(text: str, name: str = "<recipe>", overrides: list[str] | None 
         problems.add(("description",), "must be text")
     if problems.items:
         _raise(problems, name)
-    return Recipe(recipe_name, Path(name) if recipe_dir else None, steps, gate_list, variables,
-                  description, list(overrides or []))
+    return Recipe(
+        recipe_name, Path(name) if recipe_dir else None, steps, gate_list, variables, description, list(overrides or [])
+    )
 
 
 def _raise(problems: _Problems, name: str) -> None:
     n = len(problems.items)
-    raise BadInput(f"recipe {name} is invalid: {n} problem{'s' if n != 1 else ''}" + (":" if n else ""),
-                   "fix them and run again (`gptctl run RECIPE --dry-run` checks without running)",
-                   details=problems.render())
+    raise BadInput(
+        f"recipe {name} is invalid: {n} problem{'s' if n != 1 else ''}" + (":" if n else ""),
+        "fix them and run again (`gptctl run RECIPE --dry-run` checks without running)",
+        details=problems.render(),
+    )
 
 
-def _static_resolver(env: Mapping[str, str], context: dict, variables: dict, path: tuple, problems: _Problems,
-                     allow_steps: bool, seen_steps: list[str] | None = None, step_name: str | None = None,
-                     all_steps: list[str] | None = None):
+def _static_resolver(
+    env: Mapping[str, str],
+    context: dict,
+    variables: dict,
+    path: tuple,
+    problems: _Problems,
+    allow_steps: bool,
+    seen_steps: list[str] | None = None,
+    step_name: str | None = None,
+    all_steps: list[str] | None = None,
+):
     """Resolve vars/env/recipe references now; check step references and keep them as they are."""
 
     def resolve(ref: Ref) -> Any:
@@ -167,8 +193,11 @@ def _static_resolver(env: Mapping[str, str], context: dict, variables: dict, pat
                 return env[ref.parts[0]]
             if ref.default is not None:
                 return substitute(ref.default, resolve)
-            problems.add(path, f"{ref.text}: the environment variable {ref.parts[0]} is not set "
-                               f"(set it, or give a default: ${{env:{ref.parts[0]}:-VALUE}})")
+            problems.add(
+                path,
+                f"{ref.text}: the environment variable {ref.parts[0]} is not set "
+                f"(set it, or give a default: ${{env:{ref.parts[0]}:-VALUE}})",
+            )
             return None
         if ref.root == "recipe":
             return context[ref.parts[0]]
@@ -226,8 +255,9 @@ def _check_vars(raw: Any, problems: _Problems, env: Mapping[str, str], context: 
             problems.add(("vars", key), f"{key!r} is not a usable variable name (letters, digits, '_')")
             continue
         # A variable may use env, recipe.dir and the variables above it.
-        variables[key] = _resolve_static(value, ("vars", key), problems,
-                                         dict(env=env, context=context, variables=dict(variables), allow_steps=False))
+        variables[key] = _resolve_static(
+            value, ("vars", key), problems, dict(env=env, context=context, variables=dict(variables), allow_steps=False)
+        )
     return variables
 
 
@@ -240,7 +270,7 @@ def _check_steps(raw: Any, problems: _Problems, env, context, variables, kinds) 
         return []
     names = [n for n in raw if is_name(n)]
     steps: list[Step] = []
-    for index, (name, spec) in enumerate(raw.items()):
+    for _index, (name, spec) in enumerate(raw.items()):
         base = ("steps", name)
         if not is_name(name):
             problems.add(base, f"{name!r} is not a usable step name (letters, digits, '_'; gates write steps.NAME.x)")
@@ -253,30 +283,50 @@ def _check_steps(raw: Any, problems: _Problems, env, context, variables, kinds) 
         if kind_name is None:
             problems.add(base + ("kind",), f"missing: say what the step does ({', '.join(kinds)})")
         elif kind is None:
-            problems.add(base + ("kind",), f"unknown kind {kind_name!r}{did_you_mean(str(kind_name), kinds)}; known: {', '.join(kinds)}")
+            problems.add(
+                base + ("kind",),
+                f"unknown kind {kind_name!r}{did_you_mean(str(kind_name), kinds)}; known: {', '.join(kinds)}",
+            )
         allowed = STEP_KEYS + (kind.step_keys if kind else ())
         for key in spec:
             if key not in allowed:
-                problems.add(base + (key,), f"unknown key {key!r}{did_you_mean(str(key), allowed)}; allowed: {', '.join(allowed)}")
+                problems.add(
+                    base + (key,),
+                    f"unknown key {key!r}{did_you_mean(str(key), allowed)}; allowed: {', '.join(allowed)}",
+                )
         method = _check_method(spec.get("method"), kind, base, problems)
         options = spec.get("options") if spec.get("options") is not None else {}
         if not isinstance(options, dict):
-            problems.add(base + ("options",), f"must be a mapping of option names to values, got a {type(options).__name__}")
+            problems.add(
+                base + ("options",), f"must be a mapping of option names to values, got a {type(options).__name__}"
+            )
             options = {}
         earlier = [s.name for s in steps]
-        args = dict(env=env, context=context, variables=variables, allow_steps=True, seen_steps=earlier,
-                    step_name=name, all_steps=names)
+        args = dict(
+            env=env,
+            context=context,
+            variables=variables,
+            allow_steps=True,
+            seen_steps=earlier,
+            step_name=name,
+            all_steps=names,
+        )
         options = _resolve_static(options, base + ("options",), problems, args) or {}
         sources = _check_sources(spec.get("sources"), base, problems, args)
         if kind is not None:
             for f in kind.runner_fields:
                 if f in options:
-                    problems.add(base + ("options", f), f"{f!r} is set by the runner (each step writes to WORKDIR/{name}/); remove it")
+                    problems.add(
+                        base + ("options", f),
+                        f"{f!r} is set by the runner (each step writes to WORKDIR/{name}/); remove it",
+                    )
             if kind.takes_model and "model" not in options:
                 if steps:
                     options = {"model": f"${{steps.{steps[-1].name}.model}}", **options}
                 else:
-                    problems.add(base + ("options", "model"), "missing: the first step that loads a model needs options.model")
+                    problems.add(
+                        base + ("options", "model"), "missing: the first step that loads a model needs options.model"
+                    )
             if method is not None or kind.methods is None:
                 _check_options(kind, method, options, base, problems)
             _check_inputs_exist(kind, options, base, problems)
@@ -300,7 +350,10 @@ def _check_method(method: Any, kind: StepKind | None, base: tuple, problems: _Pr
         problems.add(base + ("method",), f"missing: which {kind.name} method ({', '.join(known)})")
         return None
     if method not in known:
-        problems.add(base + ("method",), f"unknown method {method!r}{did_you_mean(str(method), known)}; known: {', '.join(known)}")
+        problems.add(
+            base + ("method",),
+            f"unknown method {method!r}{did_you_mean(str(method), known)}; known: {', '.join(known)}",
+        )
         return None
     return method
 
@@ -309,7 +362,9 @@ def _check_sources(raw: Any, base: tuple, problems: _Problems, args: dict) -> di
     if raw is None:
         return {}
     if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
-        problems.add(base + ("sources",), "must map catalog ids to local models (a folder, a .gguf file or pkg:PACKAGE/FILE)")
+        problems.add(
+            base + ("sources",), "must map catalog ids to local models (a folder, a .gguf file or pkg:PACKAGE/FILE)"
+        )
         return {}
     return _resolve_static(raw, base + ("sources",), problems, {**args, "allow_steps": False}) or {}
 
@@ -331,7 +386,9 @@ def placeholder_options(kind: StepKind, step_name: str, options: dict, workdir: 
 
     def resolve(ref: Ref) -> Any:
         if ref.is_path:
-            return str(workdir / ref.step) if ref.parts[1] == "output" else "${" + ".".join(("steps",) + ref.parts) + "}"
+            return (
+                str(workdir / ref.step) if ref.parts[1] == "output" else "${" + ".".join(("steps",) + ref.parts) + "}"
+            )
         return _Unknown()
 
     filled = {}
@@ -374,7 +431,7 @@ def _check_options(kind: StepKind, method: str | None, options: dict, base: tupl
     _, found = option_problems(model_cls, filled, prefix=base + ("options",))
     for path, message in found:
         field_name = path[len(base) + 1] if len(path) > len(base) + 1 else None
-        if (field_name in unknown and message == MISSING) or problems.near(path[:len(base) + 2]):
+        if (field_name in unknown and message == MISSING) or problems.near(path[: len(base) + 2]):
             continue
         problems.add(path, message)
 
@@ -392,7 +449,12 @@ def _check_inputs_exist(kind: StepKind, options: dict, base: tuple, problems: _P
                 if not problems.near(path):
                     problems.add(path, f"{value}: no such file")
     model = options.get("model")
-    if kind.takes_model and isinstance(model, str) and "${" not in model and not problems.near(base + ("options", "model")):
+    if (
+        kind.takes_model
+        and isinstance(model, str)
+        and "${" not in model
+        and not problems.near(base + ("options", "model"))
+    ):
         try:
             resolve_model(model)
         except GptctlError as exc:
@@ -429,7 +491,10 @@ def _check_gate_path(ref: str, path: tuple, problems: _Problems, names: list[str
     parts = ref.split(".")
     if parts[0] == "steps":
         if len(parts) < 3:
-            problems.add(path, f"{ref}: say what to read from the step, e.g. steps.{parts[1] if len(parts) > 1 else 'NAME'}.metrics.X")
+            problems.add(
+                path,
+                f"{ref}: say what to read from the step, e.g. steps.{parts[1] if len(parts) > 1 else 'NAME'}.metrics.X",
+            )
         elif parts[1] not in names:
             problems.add(path, f"{ref}: there is no step {parts[1]!r}{did_you_mean(parts[1], names)}")
         elif parts[2] not in STEP_ATTRS:
@@ -438,8 +503,11 @@ def _check_gate_path(ref: str, path: tuple, problems: _Problems, names: list[str
         if len(parts) < 2 or parts[1] not in variables:
             problems.add(path, f"{ref}: no such variable{did_you_mean(parts[-1], variables)}")
     else:
-        problems.add(path, f"{ref}: a gate reads steps.NAME... or vars.NAME, not {parts[0]!r}"
-                           + did_you_mean(parts[0], ("steps", "vars")))
+        problems.add(
+            path,
+            f"{ref}: a gate reads steps.NAME... or vars.NAME, not {parts[0]!r}"
+            + did_you_mean(parts[0], ("steps", "vars")),
+        )
 
 
 __all__ = ["Recipe", "Step", "load_recipe", "parse_recipe", "placeholder_options", "model_path"]

@@ -49,20 +49,48 @@ def serve_execute(run) -> dict:
     o = run.options
     artifact = resolve_artifact(o.model)
     run.progress.info(f"serving {artifact}: {o.requests} requests, {o.concurrency} at a time")
-    result = run_canary(CanaryOptions(artifact=str(artifact), requests=o.requests, concurrency=o.concurrency,
-                                      max_tokens=o.max_tokens, prompt=o.prompt, provider=o.provider,
-                                      threads=o.threads, max_batch=o.max_batch, replicas=o.replicas,
-                                      ready_timeout_s=o.ready_timeout_s, timeout=o.timeout))
+    result = run_canary(
+        CanaryOptions(
+            artifact=str(artifact),
+            requests=o.requests,
+            concurrency=o.concurrency,
+            max_tokens=o.max_tokens,
+            prompt=o.prompt,
+            provider=o.provider,
+            threads=o.threads,
+            max_batch=o.max_batch,
+            replicas=o.replicas,
+            ready_timeout_s=o.ready_timeout_s,
+            timeout=o.timeout,
+        )
+    )
     report = asdict(result.report)
-    metrics = {k: report[k] for k in ("requests", "ok", "failed", "completion_tokens", "tokens_per_s", "wall_s",
-                                      "ttft_p50_ms", "ttft_p95_ms", "itl_p50_ms", "itl_p95_ms")}
+    metrics = {
+        k: report[k]
+        for k in (
+            "requests",
+            "ok",
+            "failed",
+            "completion_tokens",
+            "tokens_per_s",
+            "wall_s",
+            "ttft_p50_ms",
+            "ttft_p95_ms",
+            "itl_p50_ms",
+            "itl_p95_ms",
+        )
+    }
     metrics.update(startup_s=result.startup_s, exit_code=result.exit_code, versions=report["fingerprints"])
     with atomic_output_dir(run.output) as work:
         path = work / REPORT_FILE
         path.write_text(json.dumps({**report, "log_tail": result.log_tail}, indent=2) + "\n")
-        manifest = Manifest(step="serve", options=o.model_dump(mode="json"),
-                            inputs={"model": {"path": str(artifact), "sha256": sha256_file(artifact / "model.onnx")}},
-                            outputs={"loadtest": {"path": str(run.output / REPORT_FILE), "sha256": sha256_file(path)}},
-                            metrics=metrics, parent=read_manifest(artifact))
+        manifest = Manifest(
+            step="serve",
+            options=o.model_dump(mode="json"),
+            inputs={"model": {"path": str(artifact), "sha256": sha256_file(artifact / "model.onnx")}},
+            outputs={"loadtest": {"path": str(run.output / REPORT_FILE), "sha256": sha256_file(path)}},
+            metrics=metrics,
+            parent=read_manifest(artifact),
+        )
         manifest.write(work)
     return manifest.to_dict()

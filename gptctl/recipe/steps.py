@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from gptctl.progress import NULL_PROGRESS, Progress
 from gptctl.recipe import serve_step
@@ -53,6 +54,7 @@ class StepKind:
 
 
 # ---------------------------------------------------------------- select
+
 
 def _select_options(method: str | None) -> type:
     from gptctl.selection import SelectOptions
@@ -113,6 +115,7 @@ def _checked_source(spec: str) -> str:
 
 # ---------------------------------------------------------------- optimize
 
+
 def _optimize_options(method: str | None) -> type:
     from gptctl.optimize import options_model
 
@@ -140,6 +143,7 @@ def _optimize_checkpoint(output: Path) -> Path:
 
 # ---------------------------------------------------------------- export
 
+
 def _export_options(method: str | None) -> type:
     from gptctl.export import ExportOptions
 
@@ -155,11 +159,24 @@ def _export_execute(run: StepRun) -> dict:
 
 KINDS: dict[str, StepKind] = {
     "select": StepKind(
-        "select", _select_options, _select_execute, takes_model=False, runner_fields=(),
-        model_file=SELECTION_FILE, step_keys=("sources",), implicit_inputs=_select_inputs, path_options=("catalog",),
+        "select",
+        _select_options,
+        _select_execute,
+        takes_model=False,
+        runner_fields=(),
+        model_file=SELECTION_FILE,
+        step_keys=("sources",),
+        implicit_inputs=_select_inputs,
+        path_options=("catalog",),
     ),
-    "optimize": StepKind("optimize", _optimize_options, _optimize_execute, methods=_optimize_methods,
-                         path_options=("data", "eval_data"), checkpoint=_optimize_checkpoint),
+    "optimize": StepKind(
+        "optimize",
+        _optimize_options,
+        _optimize_execute,
+        methods=_optimize_methods,
+        path_options=("data", "eval_data"),
+        checkpoint=_optimize_checkpoint,
+    ),
     "export": StepKind("export", _export_options, _export_execute, path_options=("eval_data",)),
     "serve": StepKind("serve", serve_step.serve_options, serve_step.serve_execute),  # a canary of the service
 }

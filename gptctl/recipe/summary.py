@@ -35,8 +35,15 @@ def stages(report: RunReport) -> list[Stage]:
         if step.kind == "optimize":
             if not rows and m.get("ppl_before") is not None:
                 rows.append(Stage(f"start: {chosen or 'input model'}", step.name, perplexity=m["ppl_before"]))
-            rows.append(Stage(f"{step.name}: {step.method}", step.name, perplexity=m.get("ppl_after"),
-                              sparsity=m.get("sparsity_realised"), size_bytes=m.get("size_bytes")))
+            rows.append(
+                Stage(
+                    f"{step.name}: {step.method}",
+                    step.name,
+                    perplexity=m.get("ppl_after"),
+                    sparsity=m.get("sparsity_realised"),
+                    size_bytes=m.get("size_bytes"),
+                )
+            )
         elif step.kind == "export":
             rows.extend(_export_rows(step.name, step.manifest))
     return rows
@@ -55,7 +62,14 @@ def _export_rows(name: str, manifest: dict[str, Any]) -> list[Stage]:
     rows = []
     if m.get("ppl_fp32") is not None and quant not in ("none", None):
         rows.append(Stage(f"{name}: onnx fp32", name, perplexity=m["ppl_fp32"]))
-    rows.append(Stage(f"{name}: onnx {quant if quant != 'none' else 'fp32'}", name,
-                      perplexity=m.get("ppl_quantized", m.get("ppl_fp32")),
-                      size_bytes=m.get("size_bytes"), tokens_per_s=tokens, speedup=speedup))
+    rows.append(
+        Stage(
+            f"{name}: onnx {quant if quant != 'none' else 'fp32'}",
+            name,
+            perplexity=m.get("ppl_quantized", m.get("ppl_fp32")),
+            size_bytes=m.get("size_bytes"),
+            tokens_per_s=tokens,
+            speedup=speedup,
+        )
+    )
     return rows

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from gptctl.errors import BadInput
 
@@ -27,7 +27,9 @@ def artifact_vocab_size(artifact: Path) -> int:
     try:
         cfg = json.loads((artifact / "config.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise BadInput(f"{artifact / 'config.json'} is missing or unreadable: {exc}", "pass a complete `gptctl export` directory") from exc
+        raise BadInput(
+            f"{artifact / 'config.json'} is missing or unreadable: {exc}", "pass a complete `gptctl export` directory"
+        ) from exc
     vocab = cfg.get("vocab_size") or (cfg.get("text_config") or {}).get("vocab_size")
     if not vocab:
         raise BadInput(f"{artifact / 'config.json'} has no vocab_size")
@@ -44,8 +46,9 @@ def check_onnx_file(path: os.PathLike) -> None:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf's DecodeError and friends: the bytes are not a whole ModelProto
-        raise BadInput(f"{path} is truncated or corrupt: it does not parse as an ONNX model ({type(exc).__name__})",
-                       hint) from exc
+        raise BadInput(
+            f"{path} is truncated or corrupt: it does not parse as an ONNX model ({type(exc).__name__})", hint
+        ) from exc
     if not model.graph.node:
         raise BadInput(f"{path} is truncated or corrupt: its graph has no nodes", hint)
     needed: dict[str, int] = {}
@@ -60,5 +63,6 @@ def check_onnx_file(path: os.PathLike) -> None:
         if not data.is_file():
             raise BadInput(f"{path} names external data {data}, which is missing", hint)
         if data.stat().st_size < end:
-            raise BadInput(f"{data} is truncated: {path} needs {end} bytes of it, the file has {data.stat().st_size}",
-                           hint)
+            raise BadInput(
+                f"{data} is truncated: {path} needs {end} bytes of it, the file has {data.stat().st_size}", hint
+            )

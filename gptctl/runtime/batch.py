@@ -73,8 +73,9 @@ class DecodeBatch:
 
     def _host_past(self) -> list[np.ndarray]:
         if not self._past:
-            return [np.zeros((0, self.lm.kv_heads, 0, self.lm.head_dim), dtype=self.lm.kv_dtype)
-                    for _ in self.lm.past_names]
+            return [
+                np.zeros((0, self.lm.kv_heads, 0, self.lm.head_dim), dtype=self.lm.kv_dtype) for _ in self.lm.past_names
+            ]
         return [to_host(p) for p in self._past]
 
     def join(self, key: Hashable, presents: list[np.ndarray], last_token: int) -> None:
@@ -92,10 +93,12 @@ class DecodeBatch:
         if bad or length < 1:
             raise ValueError(f"presents must each be {expected} (from lm.prefill), got {bad[:1] or [arrays[0].shape]}")
         width = max(self.width, length)
-        self._past = [np.concatenate([_left_pad_cache(old, width), _left_pad_cache(new.astype(old.dtype), width)])
-                      for old, new in zip(self._host_past(), arrays, strict=True)]
+        self._past = [
+            np.concatenate([_left_pad_cache(old, width), _left_pad_cache(new.astype(old.dtype), width)])
+            for old, new in zip(self._host_past(), arrays, strict=True)
+        ]
         row_mask = np.zeros((1, width), dtype=np.int64)
-        row_mask[0, width - length:] = 1
+        row_mask[0, width - length :] = 1
         self._mask = np.concatenate([np.pad(self._mask, ((0, 0), (width - self.width, 0))), row_mask])
         self._keys.append(key)
         self._last = np.append(self._last, np.int64(last_token))
@@ -124,13 +127,20 @@ class DecodeBatch:
         if not self._keys:
             return {}
         if self._waiting:
-            raise ValueError(f"rows without a token since the last step: {sorted(map(repr, self._waiting))[:5]}; "
-                             "call set_token or leave for each")
+            raise ValueError(
+                f"rows without a token since the last step: {sorted(map(repr, self._waiting))[:5]}; "
+                "call set_token or leave for each"
+            )
         rows = len(self._keys)
         mask = np.concatenate([self._mask, np.ones((rows, 1), dtype=np.int64)], axis=1)
         # The presents of the last step are fed back as ORT returned them (OrtValues under IO binding).
-        out, presents = self.lm.forward(self._last[:, None], self._past, past_len=self.width,
-                                        attention_mask=mask, position_ids=self._lengths[:, None])
+        out, presents = self.lm.forward(
+            self._last[:, None],
+            self._past,
+            past_len=self.width,
+            attention_mask=mask,
+            position_ids=self._lengths[:, None],
+        )
         self._past, self._mask = presents, mask
         self._lengths = self._lengths + 1
         self._waiting = set(self._keys)
@@ -173,8 +183,9 @@ def _staggered(lm: OrtCausalLM, prompts: Sequence[Sequence[int]], steps: int) ->
     return tokens, seen
 
 
-def _compare(name: str, row: int, got: tuple[list[int], list[np.ndarray]], want: tuple[list[int], list[np.ndarray]],
-             atol: float) -> str | None:
+def _compare(
+    name: str, row: int, got: tuple[list[int], list[np.ndarray]], want: tuple[list[int], list[np.ndarray]], atol: float
+) -> str | None:
     for t, (a, b) in enumerate(zip(got[0], want[0], strict=True)):
         if a != b:
             return f"{name}: row {row} token {t} is {a} batched, {b} alone"
@@ -203,8 +214,9 @@ def _padded(lm: OrtCausalLM, rows: list[list[int]], steps: int) -> Rows:
     return tokens, seen
 
 
-def check_batching(lm: OrtCausalLM, prompts: Sequence[Sequence[int]], *, steps: int = 8,
-                   atol: float | None = None) -> tuple[bool, str]:
+def check_batching(
+    lm: OrtCausalLM, prompts: Sequence[Sequence[int]], *, steps: int = 8, atol: float | None = None
+) -> tuple[bool, str]:
     """Whether `lm` batches rows of different lengths exactly: greedy of each prompt alone against one
     left-padded batch (`generate`'s path) and against a DecodeBatch whose rows join and leave at different
     steps.

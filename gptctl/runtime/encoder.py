@@ -42,13 +42,20 @@ def encoder_feeds(names: Iterable[str], input_ids: np.ndarray, attention_mask: A
     mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask, dtype=np.int64)
     if mask.shape != ids.shape:
         raise ValueError(f"attention_mask is {mask.shape}, expected {ids.shape} (as input_ids)")
-    values = {"input_ids": lambda: ids, "attention_mask": lambda: mask, "token_type_ids": lambda: np.zeros_like(ids),
-              "position_ids": lambda: np.ascontiguousarray(np.broadcast_to(np.arange(ids.shape[1], dtype=np.int64),
-                                                                           ids.shape))}
+    values = {
+        "input_ids": lambda: ids,
+        "attention_mask": lambda: mask,
+        "token_type_ids": lambda: np.zeros_like(ids),
+        "position_ids": lambda: np.ascontiguousarray(
+            np.broadcast_to(np.arange(ids.shape[1], dtype=np.int64), ids.shape)
+        ),
+    }
     names = list(names)
     unknown = [n for n in names if n not in values]
     if unknown:
-        raise ValueError(f"the encoder graph declares inputs gptctl cannot fill: {unknown} (known: {list(KNOWN_INPUTS)})")
+        raise ValueError(
+            f"the encoder graph declares inputs gptctl cannot fill: {unknown} (known: {list(KNOWN_INPUTS)})"
+        )
     return {n: values[n]() for n in names}
 
 
@@ -76,14 +83,18 @@ class OrtEncoder:
 
         path = Path(path)
         if not path.is_file():
-            raise BadInput(f"{path}: {'is a directory, not' if path.is_dir() else 'no such'} ONNX file",
-                           "pass the model.onnx of a `gptctl export --task feature-extraction` output")
+            raise BadInput(
+                f"{path}: {'is a directory, not' if path.is_dir() else 'no such'} ONNX file",
+                "pass the model.onnx of a `gptctl export --task feature-extraction` output",
+            )
         session, info = create_session(str(path), provider, threads=threads)
         if session is None:
             reason = str(info["reason"])
             if any(mark in reason for mark in _UNREADABLE):
-                raise BadInput(f"{path} is not a readable ONNX model (truncated or corrupt?): {reason}",
-                               "export it again, or copy the whole file (and the .onnx_data beside it)")
+                raise BadInput(
+                    f"{path} is not a readable ONNX model (truncated or corrupt?): {reason}",
+                    "export it again, or copy the whole file (and the .onnx_data beside it)",
+                )
             raise CheckFailed(reason, f"open it with another provider than {provider!r}, or fix the provider's setup")
         try:
             return cls(session, device=device_of(provider)), info
@@ -109,5 +120,7 @@ def graph_task(model_file: str | Path) -> str:
     inputs = {i.name for i in graph.input}
     outputs = {o.name for o in graph.output}
     if "logits" in outputs:
-        return "text-generation-with-past" if any(n.startswith("past_key_values") for n in inputs) else "text-generation"
+        return (
+            "text-generation-with-past" if any(n.startswith("past_key_values") for n in inputs) else "text-generation"
+        )
     return "feature-extraction"

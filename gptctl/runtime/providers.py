@@ -13,8 +13,9 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from gptctl.errors import CheckFailed
 
@@ -91,7 +92,11 @@ def _reason_from_log(text: str) -> str:
     for line in _ANSI.sub("", text).splitlines():
         line = _ORT_PREFIX.sub("", line.strip()).strip()
         line = re.sub(r"^\S+\.(cc|h):\d+ \S.*?\) ", "", line)
-        if line and re.search(r"(?i)fail|error|cannot|not found|unable|no cuda|driver|install", line) and line not in found:
+        if (
+            line
+            and re.search(r"(?i)fail|error|cannot|not found|unable|no cuda|driver|install", line)
+            and line not in found
+        ):
             found.append(line)
     return " | ".join(found[:2])[:500]
 
@@ -122,8 +127,14 @@ def create_session(model: Any, provider: str = "cpu", *, threads: int | None = N
     import onnxruntime as ort
 
     wanted = PROVIDER_NAMES[provider]
-    info: dict[str, Any] = {"provider": provider, "ort_provider": wanted, "available": False, "reason": None,
-                            "active_providers": [], "session_s": None}
+    info: dict[str, Any] = {
+        "provider": provider,
+        "ort_provider": wanted,
+        "available": False,
+        "reason": None,
+        "active_providers": [],
+        "session_s": None,
+    }
     listed = ort.get_available_providers()
     if wanted not in listed:
         info["reason"] = f"{wanted} is not in this onnxruntime build ({ort.__version__}: {', '.join(listed)})"
@@ -149,14 +160,14 @@ def create_session(model: Any, provider: str = "cpu", *, threads: int | None = N
         info["available"] = True
         return session, info
     why = _reason_from_log(log["text"])
-    info["reason"] = (f"{wanted} was requested but the session runs on {active} (ONNX Runtime fell back silently)"
-                      + (f": {why}" if why else ""))
+    info["reason"] = f"{wanted} was requested but the session runs on {active} (ONNX Runtime fell back silently)" + (
+        f": {why}" if why else ""
+    )
     return None, info
 
 
 def _probe_model() -> bytes:
     """A one-node float graph: enough to see whether a provider initialises, without any model."""
-    import onnx
     from onnx import TensorProto, helper
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
@@ -205,6 +216,8 @@ def check_required(probes: dict[str, dict[str, Any]], required: list[str]) -> No
     missing = [n for n in required if not probes.get(n, {}).get("available")]
     if missing:
         details = [f"{n}: {probes.get(n, {}).get('reason') or 'not measured'}" for n in missing]
-        raise CheckFailed(f"required execution provider{'s' if len(missing) > 1 else ''} not active: {', '.join(missing)}",
-                          "run on a machine where it initialises (GPU, drivers, CUDA/cuDNN/TensorRT libraries), or drop --require-provider",
-                          details=details)
+        raise CheckFailed(
+            f"required execution provider{'s' if len(missing) > 1 else ''} not active: {', '.join(missing)}",
+            "run on a machine where it initialises (GPU, drivers, CUDA/cuDNN/TensorRT libraries), or drop --require-provider",  # noqa: E501
+            details=details,
+        )

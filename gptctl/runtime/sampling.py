@@ -24,11 +24,14 @@ class SamplingParams:
 
     def __post_init__(self):
         if not (self.temperature >= 0 and np.isfinite(self.temperature)):
-            raise BadInput(f"temperature must be a finite number >= 0, not {self.temperature!r}",
-                           "use 0 for greedy decoding, about 0.7-1.0 for sampling")
+            raise BadInput(
+                f"temperature must be a finite number >= 0, not {self.temperature!r}",
+                "use 0 for greedy decoding, about 0.7-1.0 for sampling",
+            )
         if not 0 < self.top_p <= 1:
-            raise BadInput(f"top_p must be in (0, 1], not {self.top_p!r}",
-                           "use 1 to sample from the whole distribution")
+            raise BadInput(
+                f"top_p must be in (0, 1], not {self.top_p!r}", "use 1 to sample from the whole distribution"
+            )
 
     @property
     def greedy(self) -> bool:

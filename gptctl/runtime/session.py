@@ -46,8 +46,8 @@ def left_pad(rows: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.ndarray
     mask = np.zeros((len(rows), width), dtype=np.int64)
     for i, row in enumerate(rows):
         if len(row):
-            ids[i, width - len(row):] = row
-            mask[i, width - len(row):] = 1
+            ids[i, width - len(row) :] = row
+            mask[i, width - len(row) :] = 1
     return ids, mask
 
 
@@ -107,20 +107,25 @@ class OrtCausalLM:
 
         path = Path(path)
         if not path.is_file():
-            raise BadInput(f"{path}: {'is a directory, not' if path.is_dir() else 'no such'} ONNX file",
-                           "pass the model.onnx of a `gptctl export` output")
+            raise BadInput(
+                f"{path}: {'is a directory, not' if path.is_dir() else 'no such'} ONNX file",
+                "pass the model.onnx of a `gptctl export` output",
+            )
         session, info = create_session(str(path), provider, threads=threads)
         if session is None:
             reason = str(info["reason"])
             if any(mark in reason for mark in _UNREADABLE):
-                raise BadInput(f"{path} is not a readable ONNX model (truncated or corrupt?): {reason}",
-                               "export it again, or copy the whole file (and the .onnx_data beside it)")
+                raise BadInput(
+                    f"{path} is not a readable ONNX model (truncated or corrupt?): {reason}",
+                    "export it again, or copy the whole file (and the .onnx_data beside it)",
+                )
             raise CheckFailed(reason, f"open it with another provider than {provider!r}, or fix the provider's setup")
         return cls(session, device=device_of(provider), **kwargs), info
 
     # -- one forward pass -------------------------------------------------------------------------
-    def _feeds(self, input_ids: np.ndarray, past_len: int, attention_mask: Any,
-               position_ids: Any) -> dict[str, np.ndarray]:
+    def _feeds(
+        self, input_ids: np.ndarray, past_len: int, attention_mask: Any, position_ids: Any
+    ) -> dict[str, np.ndarray]:
         batch, seq = input_ids.shape
         feeds = {"input_ids": input_ids.astype(np.int64, copy=False)}
         if attention_mask is None:
@@ -128,8 +133,9 @@ class OrtCausalLM:
         else:
             mask = np.asarray(attention_mask, dtype=np.int64)
             if mask.shape != (batch, past_len + seq):
-                raise ValueError(f"attention_mask is {mask.shape}, expected (batch, past + seq) = "
-                                 f"{(batch, past_len + seq)}")
+                raise ValueError(
+                    f"attention_mask is {mask.shape}, expected (batch, past + seq) = {(batch, past_len + seq)}"
+                )
             if not self.has_attention_mask and not mask.all():
                 raise ValueError("this graph has no attention_mask input: padded rows cannot be masked")
         if self.has_attention_mask:
@@ -142,8 +148,16 @@ class OrtCausalLM:
     def empty_past(self, batch: int) -> list[np.ndarray]:
         return [np.zeros((batch, self.kv_heads, 0, self.head_dim), dtype=self.kv_dtype) for _ in self.past_names]
 
-    def forward(self, input_ids: np.ndarray, past: Sequence[Any] | None = None, past_len: int = 0, *,
-                attention_mask: Any = None, position_ids: Any = None, **extra):
+    def forward(
+        self,
+        input_ids: np.ndarray,
+        past: Sequence[Any] | None = None,
+        past_len: int = 0,
+        *,
+        attention_mask: Any = None,
+        position_ids: Any = None,
+        **extra,
+    ):
         """Run once; returns (outputs by name, presents). `past` holds arrays or OrtValues.
 
         `attention_mask` [batch, past_len + seq] (default all ones) masks padded columns; `position_ids`
@@ -200,8 +214,15 @@ class OrtCausalLM:
         out, presents = self.forward(ids)
         return np.asarray(out["logits"][0, -1], dtype=np.float32), [to_host(p) for p in presents]
 
-    def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int, *, sampling: Any = None,
-                 suppress_ids: Sequence[int] = (), stop_ids: Sequence[int] = ()) -> list[list[int]]:
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        max_new_tokens: int,
+        *,
+        sampling: Any = None,
+        suppress_ids: Sequence[int] = (),
+        stop_ids: Sequence[int] = (),
+    ) -> list[list[int]]:
         """New tokens of each prompt, all rows in one left-padded, masked batch.
 
         Row i equals `generate([prompts[i]])`: each row has its own `Sampler(sampling)` (greedy when
@@ -242,8 +263,14 @@ class OrtCausalLM:
         return new
 
     # -- greedy (validation and bench) ------------------------------------------------------------
-    def greedy(self, input_ids: np.ndarray, max_new_tokens: int, *, suppress_ids: Sequence[int] = (),
-               timings: list[float] | None = None) -> np.ndarray:
+    def greedy(
+        self,
+        input_ids: np.ndarray,
+        max_new_tokens: int,
+        *,
+        suppress_ids: Sequence[int] = (),
+        timings: list[float] | None = None,
+    ) -> np.ndarray:
         """Greedy generation of exactly `max_new_tokens` tokens (suppressed ids are never chosen).
 
         When `timings` is a list, the perf_counter time after each generated token is appended.

@@ -11,8 +11,20 @@ Scoring is described in `gptctl.selection.scoring`.
 # Names -> the submodule defining them, imported on first use (PEP 562): `gptctl select --help` builds
 # its flags from gptctl.selection.options alone, without the ranking code (~15 ms of start-up).
 _EXPORTS = {
-    **dict.fromkeys(("Constraint", "Exclusion", "RankedModel", "SelectionResult", "build_constraints",
-                     "load_selection", "select_models", "selection_document", "write_selection"), "core"),
+    **dict.fromkeys(
+        (
+            "Constraint",
+            "Exclusion",
+            "RankedModel",
+            "SelectionResult",
+            "build_constraints",
+            "load_selection",
+            "select_models",
+            "selection_document",
+            "write_selection",
+        ),
+        "core",
+    ),
     "SelectOptions": "options",
     **dict.fromkeys(("DEFAULT_MISSING", "DEFAULT_WEIGHTS", "LICENSE_OPENNESS", "ScoringConfig"), "scoring"),
 }
@@ -29,7 +41,18 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "Constraint", "DEFAULT_MISSING", "DEFAULT_WEIGHTS", "Exclusion", "LICENSE_OPENNESS", "RankedModel",
-    "ScoringConfig", "SelectOptions", "SelectionResult", "build_constraints", "load_selection",
-    "select_models", "selection_document", "write_selection",
+    "Constraint",
+    "DEFAULT_MISSING",
+    "DEFAULT_WEIGHTS",
+    "Exclusion",
+    "LICENSE_OPENNESS",
+    "RankedModel",
+    "ScoringConfig",
+    "SelectOptions",
+    "SelectionResult",
+    "build_constraints",
+    "load_selection",
+    "select_models",
+    "selection_document",
+    "write_selection",
 ]

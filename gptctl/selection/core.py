@@ -13,9 +13,10 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from gptctl.catalog.exportable import is_exportable, normalise_architecture
 from gptctl.catalog.loader import Catalog, load_catalogs
@@ -26,6 +27,7 @@ from gptctl.selection.scoring import Scored, Scorer, ScoringConfig, rank_key
 
 # ------------------------------------------------------------------------------------------ constraints
 
+
 @dataclass
 class Constraint:
     """One hard constraint. `ok` is the fast test; `why` says why a model fails (a phrase that
@@ -35,7 +37,7 @@ class Constraint:
     label: str
     ok: Callable[[ModelEntry], bool]
     why: Callable[[ModelEntry], str]
-    passes: Callable[[ModelEntry], "str | None"] = lambda e: None  # "medical": for near-miss sentences
+    passes: Callable[[ModelEntry], str | None] = lambda e: None  # "medical": for near-miss sentences
     distance: Callable[[ModelEntry], float] = lambda e: 1.0  # how far from passing (for near misses)
 
     def check(self, e: ModelEntry) -> str | None:
@@ -62,7 +64,9 @@ def _task_constraint(o: Any) -> Constraint | None:
     if not o.task:
         return None
     t = o.task
-    return Constraint("task", f"task {t}", lambda e: t in e.tasks, lambda e: f"does not do {t} (tasks: {', '.join(e.tasks)})")
+    return Constraint(
+        "task", f"task {t}", lambda e: t in e.tasks, lambda e: f"does not do {t} (tasks: {', '.join(e.tasks)})"
+    )
 
 
 def _domain_constraint(o: Any) -> Constraint | None:
@@ -71,7 +75,8 @@ def _domain_constraint(o: Any) -> Constraint | None:
     want = list(o.domain)
     wset = frozenset(want)
     return Constraint(
-        "domain", f"domain {' or '.join(want)}",
+        "domain",
+        f"domain {' or '.join(want)}",
         lambda e: not wset.isdisjoint(e.domains),
         lambda e: f"is not {' or '.join(want)} (domains: {', '.join(e.domains)})",
         passes=lambda e: "/".join(d for d in want if d in e.domains) or None,
@@ -83,8 +88,14 @@ def _language_constraint(o: Any) -> Constraint | None:
         return None
     lang = o.language
     return Constraint(
-        "language", f"language {lang}", lambda e: lang in e.languages,
-        lambda e: f"does not list language {lang} (languages: {', '.join(e.languages)})" if e.languages else "lists no languages",
+        "language",
+        f"language {lang}",
+        lambda e: lang in e.languages,
+        lambda e: (
+            f"does not list language {lang} (languages: {', '.join(e.languages)})"
+            if e.languages
+            else "lists no languages"
+        ),
     )
 
 
@@ -94,7 +105,9 @@ def _license_constraint(o: Any) -> Constraint | None:
     allowed = list(o.license)
     aset = frozenset(allowed)
     return Constraint(
-        "license", f"license {_one_of(allowed)}", lambda e: e.license in aset,
+        "license",
+        f"license {_one_of(allowed)}",
+        lambda e: e.license in aset,
         lambda e: f"has license {e.license}, not {_one_of(allowed)}" if e.license else "has no known license",
         passes=lambda e: f"{e.license}-licensed" if e.license else None,
     )
@@ -110,8 +123,13 @@ def _instruct_constraint(o: Any) -> Constraint | None:
             return "does not say whether it is instruction-tuned"
         return "is a base model (not instruction-tuned)" if want_i else "is instruction-tuned (not a base model)"
 
-    return Constraint("instruct", "instruction-tuned" if want_i else "base model", lambda e: e.instruct is want_i, why_instruct,
-                      passes=lambda e: ("instruction-tuned" if want_i else "a base model") if e.instruct is want_i else None)
+    return Constraint(
+        "instruct",
+        "instruction-tuned" if want_i else "base model",
+        lambda e: e.instruct is want_i,
+        why_instruct,
+        passes=lambda e: ("instruction-tuned" if want_i else "a base model") if e.instruct is want_i else None,
+    )
 
 
 def _architecture_constraint(o: Any) -> Constraint | None:
@@ -120,9 +138,14 @@ def _architecture_constraint(o: Any) -> Constraint | None:
     archs = [normalise_architecture(a) for a in o.architecture]
     aset = frozenset(archs)
     return Constraint(
-        "architecture", f"architecture {_one_of(archs)}",
+        "architecture",
+        f"architecture {_one_of(archs)}",
         lambda e: e.architecture is not None and normalise_architecture(e.architecture) in aset,
-        lambda e: f"has architecture {e.architecture}, not {_one_of(archs)}" if e.architecture else "has no known architecture",
+        lambda e: (
+            f"has architecture {e.architecture}, not {_one_of(archs)}"
+            if e.architecture
+            else "has no known architecture"
+        ),
     )
 
 
@@ -130,9 +153,14 @@ def _exportable_constraint(o: Any) -> Constraint | None:
     if not o.exportable:
         return None
     return Constraint(
-        "exportable", "ONNX-exportable architecture", lambda e: is_exportable(e.architecture),
-        lambda e: (f"has architecture {e.architecture}, which the ONNX exporter does not support" if e.architecture
-                   else "has no known architecture, so ONNX export support is unknown"),
+        "exportable",
+        "ONNX-exportable architecture",
+        lambda e: is_exportable(e.architecture),
+        lambda e: (
+            f"has architecture {e.architecture}, which the ONNX exporter does not support"
+            if e.architecture
+            else "has no known architecture, so ONNX export support is unknown"
+        ),
         passes=lambda e: "ONNX-exportable" if is_exportable(e.architecture) else None,
     )
 
@@ -142,7 +170,9 @@ def _max_params_constraint(o: Any) -> Constraint | None:
         return None
     mx = o.max_params
     return Constraint(
-        "max_params", f"params <= {format_params(mx)}", lambda e: e.params <= mx,
+        "max_params",
+        f"params <= {format_params(mx)}",
+        lambda e: e.params <= mx,
         lambda e: f"has {format_params(e.params)} params > {format_params(mx)}",
         distance=lambda e: max(0.0, math.log10(e.params / mx)),
     )
@@ -153,7 +183,9 @@ def _min_params_constraint(o: Any) -> Constraint | None:
         return None
     mn = o.min_params
     return Constraint(
-        "min_params", f"params >= {format_params(mn)}", lambda e: e.params >= mn,
+        "min_params",
+        f"params >= {format_params(mn)}",
+        lambda e: e.params >= mn,
         lambda e: f"has {format_params(e.params)} params < {format_params(mn)}",
         distance=lambda e: max(0.0, math.log10(mn / e.params)),
     )
@@ -164,24 +196,38 @@ def _min_context_constraint(o: Any) -> Constraint | None:
         return None
     mc = o.min_context
     return Constraint(
-        "min_context", f"context >= {format_context(mc)}",
+        "min_context",
+        f"context >= {format_context(mc)}",
         lambda e: e.context_length is not None and e.context_length >= mc,
-        lambda e: (f"has context {format_context(e.context_length)} < {format_context(mc)} tokens" if e.context_length is not None
-                   else "has no known context length"),
+        lambda e: (
+            f"has context {format_context(e.context_length)} < {format_context(mc)} tokens"
+            if e.context_length is not None
+            else "has no known context length"
+        ),
         distance=lambda e: 1.0 if e.context_length is None else max(0.0, math.log2(mc / e.context_length) / 8),
     )
 
 
 # One builder per option, in evaluation order (metric floors follow, one constraint each).
 _CONSTRAINT_BUILDERS: tuple[Callable[[Any], Constraint | None], ...] = (
-    _task_constraint, _domain_constraint, _language_constraint, _license_constraint, _instruct_constraint,
-    _architecture_constraint, _exportable_constraint, _max_params_constraint, _min_params_constraint,
+    _task_constraint,
+    _domain_constraint,
+    _language_constraint,
+    _license_constraint,
+    _instruct_constraint,
+    _architecture_constraint,
+    _exportable_constraint,
+    _max_params_constraint,
+    _min_params_constraint,
     _min_context_constraint,
 )
 
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
-    ">=": lambda a, b: a >= b, ">": lambda a, b: a > b, "<=": lambda a, b: a <= b, "<": lambda a, b: a < b,
+    ">=": lambda a, b: a >= b,
+    ">": lambda a, b: a > b,
+    "<=": lambda a, b: a <= b,
+    "<": lambda a, b: a < b,
 }
 _NEGATED = {">=": "<", ">": "<=", "<=": ">", "<": ">="}
 
@@ -210,9 +256,16 @@ def value_warnings(options: Any, catalog: Catalog) -> list[str]:
     entries = catalog.entries
     checks = (
         ("license", options.license, lambda: {e.license for e in entries if e.license}),
-        ("architecture", [normalise_architecture(a) for a in options.architecture],
-         lambda: {normalise_architecture(e.architecture) for e in entries if e.architecture}),
-        ("language", [options.language] if options.language else [], lambda: {lang for e in entries for lang in e.languages}),
+        (
+            "architecture",
+            [normalise_architecture(a) for a in options.architecture],
+            lambda: {normalise_architecture(e.architecture) for e in entries if e.architecture},
+        ),
+        (
+            "language",
+            [options.language] if options.language else [],
+            lambda: {lang for e in entries for lang in e.languages},
+        ),
         ("task", [options.task] if options.task else [], lambda: {t for e in entries for t in e.tasks}),
     )
     out = []
@@ -227,6 +280,7 @@ def value_warnings(options: Any, catalog: Catalog) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ results
+
 
 @dataclass
 class RankedModel:
@@ -343,16 +397,22 @@ class SelectionResult:
         return d
 
     def funnel_lines(self) -> list[str]:
-        return [f"{f['label']}: removed {f['removed']} of {f['before']} (on its own it would remove {f['alone']})" for f in self.funnel]
+        return [
+            f"{f['label']}: removed {f['removed']} of {f['before']} (on its own it would remove {f['alone']})"
+            for f in self.funnel
+        ]
 
-    def require_match(self) -> "SelectionResult":
+    def require_match(self) -> SelectionResult:
         """Raise NothingMatched (exit 1) explaining which constraints removed how many models."""
         if self.matched:
             return self
         if not self.total:
             names = ", ".join(f.name for f in self.catalog.files) or "(none)"
-            raise NothingMatched(f"the catalog has no models (files: {names})", "check --catalog / $GPTCTL_CATALOG",
-                                 partial=self.to_dict())
+            raise NothingMatched(
+                f"the catalog has no models (files: {names})",
+                "check --catalog / $GPTCTL_CATALOG",
+                partial=self.to_dict(),
+            )
         details = self.funnel_lines() + [f"note: {w}" for w in self.warnings]
         if self.nearest_misses:
             details.append("nearest misses:")
@@ -361,7 +421,8 @@ class SelectionResult:
             f"no model matches all {len(self.funnel)} constraint{'s' if len(self.funnel) != 1 else ''} "
             f"({self.total} models in the catalog)",
             "relax a constraint (see the nearest misses); --explain lists why each model was excluded",
-            details=details, partial=self.to_dict(),  # `--json` prints the funnel and nearest misses with the error
+            details=details,
+            partial=self.to_dict(),  # `--json` prints the funnel and nearest misses with the error
         )
 
 
@@ -417,18 +478,39 @@ def select_models(options: Any, catalogs: Catalog | Sequence[str | os.PathLike] 
     funnel = []
     before = len(entries)
     for i, c in enumerate(constraints):
-        funnel.append({"constraint": c.key, "label": c.label, "before": before, "removed": removed[i],
-                       "after": before - removed[i], "alone": alone[i]})
+        funnel.append(
+            {
+                "constraint": c.key,
+                "label": c.label,
+                "before": before,
+                "removed": removed[i],
+                "after": before - removed[i],
+                "alone": alone[i],
+            }
+        )
         before -= removed[i]
 
     misses = _nearest_misses(failing, constraints, scorer) if not passed else []
-    scoring = {**config.to_dict(),
-               "imputed_values": {k: (round(v, 4) if v is not None else None) for k, v in scorer.fallback.items()},
-               "quality_metrics": sorted(scorer.relevant)}
+    scoring = {
+        **config.to_dict(),
+        "imputed_values": {k: (round(v, 4) if v is not None else None) for k, v in scorer.fallback.items()},
+        "quality_metrics": sorted(scorer.relevant),
+    }
     return SelectionResult(
-        models=ranking, matched=len(passed), total=len(entries), constraints=options.constraints_dict(),
-        funnel=funnel, failing=failing, constraint_list=constraints, nearest_misses=misses, scoring=scoring, catalog=catalog,
-        explain=options.explain, top=options.top, options=options, warnings=warnings,
+        models=ranking,
+        matched=len(passed),
+        total=len(entries),
+        constraints=options.constraints_dict(),
+        funnel=funnel,
+        failing=failing,
+        constraint_list=constraints,
+        nearest_misses=misses,
+        scoring=scoring,
+        catalog=catalog,
+        explain=options.explain,
+        top=options.top,
+        options=options,
+        warnings=warnings,
     )
 
 
@@ -448,11 +530,14 @@ def _nearest_misses(failing, constraints: list[Constraint], scorer: Scorer, limi
         reasons = [constraints[i].why(e) for i in fails]
         joined = " and ".join(reasons)
         sentence = f"{e.id} is {', '.join(passes)} but {joined}" if passes else f"{e.id} {joined}"
-        out.append({"id": e.id, "failed": [constraints[i].key for i in fails], "reasons": reasons, "sentence": sentence})
+        out.append(
+            {"id": e.id, "failed": [constraints[i].key for i in fails], "reasons": reasons, "sentence": sentence}
+        )
     return out
 
 
 # ------------------------------------------------------------------------------------------ output file
+
 
 def selection_document(result: SelectionResult) -> dict[str, Any]:
     """The `--output` JSON: the chosen model first, then the ranking, constraints and catalog hash."""

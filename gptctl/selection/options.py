@@ -8,7 +8,7 @@ Field names are the CLI flag names in snake_case. Values are normalised on valid
 from __future__ import annotations
 
 import re
-from typing import Any, Optional
+from typing import Any
 
 from gptctl.catalog.schema import CRITERIA, DOMAINS, METRICS, TASKS, did_you_mean
 from gptctl.catalog.units import format_params, parse_context, parse_params
@@ -63,7 +63,7 @@ def _strip_input(msg: str, v: Any) -> str:
     # The caller appends "(got ...)": avoid saying the input twice.
     for prefix in (f"{v!r}: ", f"{v!r} "):
         if msg.startswith(prefix):
-            return msg[len(prefix):]
+            return msg[len(prefix) :]
     return msg
 
 
@@ -80,35 +80,56 @@ class SelectOptions(LightOptions):
     Declared like every options set (see gptctl.options): nothing heavy is imported, so `select` starts fast.
     Fields are normalised in declaration order (min_params is checked against max_params)."""
 
-    domain: list[str] = _opt("list", "Keep models in this domain (repeatable: any of). E.g. medical, code, general.",
-                             short="-d", metavar="DOMAIN")
-    max_params: Optional[int] = _opt("any", "At most N parameters: 135m, 1.5b, 7B, 7e9.", metavar="N")
-    min_params: Optional[int] = _opt("any", "At least N parameters (units as --max-params).", metavar="N")
-    license: list[str] = _opt("list", "Allow this license id (repeatable allow-list), e.g. apache-2.0, mit.",
-                              short="-l", metavar="LICENSE")
-    task: Optional[str] = _opt("str", "A task the model must list, e.g. text-generation.", metavar="TASK")
-    language: Optional[str] = _opt("str", "A language the model must list (ISO 639 code, e.g. en, zh).", metavar="LANG")
-    min_context: Optional[int] = _opt("any", "At least this context length: 4096, 8k (k = 1024).", metavar="TOKENS")
-    instruct: Optional[bool] = _opt("bool", "Only instruction-tuned models, or only base "
-                                    "models.", flag="--instruct/--base")
-    metric: list[str] = _opt("list", "Metric floor, e.g. 'mmlu>=40' (repeatable). Models without that metric are "
-                             "excluded.",
-                             short="-m", metavar="EXPR")
-    architecture: list[str] = _opt("list", "Keep this transformers model_type (repeatable), e.g. llama, qwen2.",
-                                   short="-a", metavar="ARCH")
-    exportable: bool = _opt("bool", "Only architectures optimum's ONNX exporter supports (text generation with KV "
-                            "cache).",
-                            False)
-    weight: dict[str, float] = _opt("dict", "Scoring weight, e.g. quality=0.7 (repeatable). Criteria: quality, size, "
-                                    "context, recency, license. Weights are normalised to sum 1.",
-                                    panel="Scoring", short="-w", metavar="NAME=W")
-    top: Optional[int] = _opt("int", "Show only the best N.", panel="Output", short="-n", metavar="N")
-    explain: bool = _opt("bool", "Also list every excluded model with the first constraint it "
-                         "failed.", False, panel="Output")
-    catalog: list[str] = _opt("list", "Catalog file (repeatable; later files override the same ids). Replaces the "
-                              "bundled "
-                              "catalog; 'builtin' names it. Default: $GPTCTL_CATALOG, else the bundled catalog.",
-                              panel="Catalog", short="-c", metavar="FILE")
+    domain: list[str] = _opt(
+        "list",
+        "Keep models in this domain (repeatable: any of). E.g. medical, code, general.",
+        short="-d",
+        metavar="DOMAIN",
+    )
+    max_params: int | None = _opt("any", "At most N parameters: 135m, 1.5b, 7B, 7e9.", metavar="N")
+    min_params: int | None = _opt("any", "At least N parameters (units as --max-params).", metavar="N")
+    license: list[str] = _opt(
+        "list", "Allow this license id (repeatable allow-list), e.g. apache-2.0, mit.", short="-l", metavar="LICENSE"
+    )
+    task: str | None = _opt("str", "A task the model must list, e.g. text-generation.", metavar="TASK")
+    language: str | None = _opt("str", "A language the model must list (ISO 639 code, e.g. en, zh).", metavar="LANG")
+    min_context: int | None = _opt("any", "At least this context length: 4096, 8k (k = 1024).", metavar="TOKENS")
+    instruct: bool | None = _opt(
+        "bool", "Only instruction-tuned models, or only base models.", flag="--instruct/--base"
+    )
+    metric: list[str] = _opt(
+        "list",
+        "Metric floor, e.g. 'mmlu>=40' (repeatable). Models without that metric are excluded.",
+        short="-m",
+        metavar="EXPR",
+    )
+    architecture: list[str] = _opt(
+        "list", "Keep this transformers model_type (repeatable), e.g. llama, qwen2.", short="-a", metavar="ARCH"
+    )
+    exportable: bool = _opt(
+        "bool", "Only architectures optimum's ONNX exporter supports (text generation with KV cache).", False
+    )
+    weight: dict[str, float] = _opt(
+        "dict",
+        "Scoring weight, e.g. quality=0.7 (repeatable). Criteria: quality, size, "
+        "context, recency, license. Weights are normalised to sum 1.",
+        panel="Scoring",
+        short="-w",
+        metavar="NAME=W",
+    )
+    top: int | None = _opt("int", "Show only the best N.", panel="Output", short="-n", metavar="N")
+    explain: bool = _opt(
+        "bool", "Also list every excluded model with the first constraint it failed.", False, panel="Output"
+    )
+    catalog: list[str] = _opt(
+        "list",
+        "Catalog file (repeatable; later files override the same ids). Replaces the "
+        "bundled "
+        "catalog; 'builtin' names it. Default: $GPTCTL_CATALOG, else the bundled catalog.",
+        panel="Catalog",
+        short="-c",
+        metavar="FILE",
+    )
 
     @staticmethod
     def normalise_domain(v: Any, done: dict) -> list[str]:
@@ -193,8 +214,9 @@ class SelectOptions(LightOptions):
         out: dict[str, float] = {}
         for k, val in items:
             if k not in CRITERIA:
-                raise ValueError(f"unknown scoring criterion {k!r}{did_you_mean(k, CRITERIA)}; "
-                                 f"criteria: {', '.join(CRITERIA)}")
+                raise ValueError(
+                    f"unknown scoring criterion {k!r}{did_you_mean(k, CRITERIA)}; criteria: {', '.join(CRITERIA)}"
+                )
             try:
                 f = float(val)
             except (TypeError, ValueError):
@@ -216,6 +238,19 @@ class SelectOptions(LightOptions):
 
     def constraints_dict(self) -> dict[str, Any]:
         """The hard constraints that are set, as plain JSON values."""
-        d = self.model_dump(include={"domain", "max_params", "min_params", "license", "task", "language",
-                                     "min_context", "instruct", "metric", "architecture", "exportable"})
+        d = self.model_dump(
+            include={
+                "domain",
+                "max_params",
+                "min_params",
+                "license",
+                "task",
+                "language",
+                "min_context",
+                "instruct",
+                "metric",
+                "architecture",
+                "exportable",
+            }
+        )
         return {k: v for k, v in d.items() if v is not None and v != [] and not (k == "exportable" and v is False)}

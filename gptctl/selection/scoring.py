@@ -45,8 +45,9 @@ then id (alphabetical), so the ranking is a total order.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from gptctl.catalog.schema import CRITERIA, METRIC_DOMAINS, METRICS, MISSING_POLICIES, ModelEntry
 from gptctl.errors import BadInput
@@ -60,18 +61,42 @@ RECENCY_WINDOW_MONTHS = 72
 
 LICENSE_OPENNESS: dict[str, float] = {
     # permissive
-    "apache-2.0": 1.0, "mit": 1.0, "bsd-2-clause": 1.0, "bsd-3-clause": 1.0, "isc": 1.0, "unlicense": 1.0,
-    "cc0-1.0": 1.0, "cc-by-4.0": 1.0, "bsl-1.0": 1.0,
+    "apache-2.0": 1.0,
+    "mit": 1.0,
+    "bsd-2-clause": 1.0,
+    "bsd-3-clause": 1.0,
+    "isc": 1.0,
+    "unlicense": 1.0,
+    "cc0-1.0": 1.0,
+    "cc-by-4.0": 1.0,
+    "bsl-1.0": 1.0,
     # copyleft
-    "mpl-2.0": 0.9, "lgpl-3.0": 0.9, "gpl-3.0": 0.9, "agpl-3.0": 0.9, "cc-by-sa-4.0": 0.9,
+    "mpl-2.0": 0.9,
+    "lgpl-3.0": 0.9,
+    "gpl-3.0": 0.9,
+    "agpl-3.0": 0.9,
+    "cc-by-sa-4.0": 0.9,
     # open weights with use-based restrictions (commercial use allowed)
-    "openrail": 0.75, "openrail++": 0.75, "creativeml-openrail-m": 0.75, "bigscience-openrail-m": 0.75,
-    "bigscience-bloom-rail-1.0": 0.75, "bigcode-openrail-m": 0.75,
+    "openrail": 0.75,
+    "openrail++": 0.75,
+    "creativeml-openrail-m": 0.75,
+    "bigscience-openrail-m": 0.75,
+    "bigscience-bloom-rail-1.0": 0.75,
+    "bigcode-openrail-m": 0.75,
     # community licenses: commercial use with conditions / acceptable-use policies
-    "llama2": 0.5, "llama3": 0.5, "llama3.1": 0.5, "llama3.2": 0.5, "llama3.3": 0.5, "llama4": 0.5,
-    "gemma": 0.5, "health-ai-developer-foundations": 0.5,
+    "llama2": 0.5,
+    "llama3": 0.5,
+    "llama3.1": 0.5,
+    "llama3.2": 0.5,
+    "llama3.3": 0.5,
+    "llama4": 0.5,
+    "gemma": 0.5,
+    "health-ai-developer-foundations": 0.5,
     # non-commercial or research only
-    "cc-by-nc-4.0": 0.25, "cc-by-nc-sa-4.0": 0.25, "cc-by-nc-nd-4.0": 0.25, "qwen-research": 0.25,
+    "cc-by-nc-4.0": 0.25,
+    "cc-by-nc-sa-4.0": 0.25,
+    "cc-by-nc-nd-4.0": 0.25,
+    "qwen-research": 0.25,
 }
 
 
@@ -137,7 +162,9 @@ class ScoringConfig:
     license_openness: dict[str, float] = field(default_factory=lambda: dict(LICENSE_OPENNESS))
 
     @classmethod
-    def build(cls, catalog_scoring: Mapping[str, Any] | None = None, weight_overrides: Mapping[str, float] | None = None) -> "ScoringConfig":
+    def build(
+        cls, catalog_scoring: Mapping[str, Any] | None = None, weight_overrides: Mapping[str, float] | None = None
+    ) -> ScoringConfig:
         """Defaults, then the catalog's `scoring:` block, then `--weight` overrides."""
         cs = dict(catalog_scoring or {})
         w = {**DEFAULT_WEIGHTS, **cs.get("weights", {}), **dict(weight_overrides or {})}
@@ -148,12 +175,17 @@ class ScoringConfig:
                 raise BadInput(f"weight {k}={v} is negative", "weights are >= 0")
         total = sum(w.values())
         if total <= 0:
-            raise BadInput("all scoring weights are zero", "give at least one criterion a weight > 0, e.g. --weight quality=1")
+            raise BadInput(
+                "all scoring weights are zero", "give at least one criterion a weight > 0, e.g. --weight quality=1"
+            )
         missing = cs.get("missing", DEFAULT_MISSING)
         if missing not in MISSING_POLICIES:
             raise BadInput(f"unknown missing-data policy {missing!r}", f"use one of {', '.join(MISSING_POLICIES)}")
-        return cls(weights={k: w[k] / total for k in CRITERIA}, missing=missing,
-                   license_openness={**LICENSE_OPENNESS, **cs.get("license_openness", {})})
+        return cls(
+            weights={k: w[k] / total for k in CRITERIA},
+            missing=missing,
+            license_openness={**LICENSE_OPENNESS, **cs.get("license_openness", {})},
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {"weights": {k: round(v, 6) for k, v in self.weights.items()}, "missing": self.missing}

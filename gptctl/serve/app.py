@@ -41,10 +41,18 @@ DEFAULT_MAX_BODY_BYTES = 1 << 20
 # Proxies commonly cut idle connections after 30-60 s; a comment every 5 s keeps a long prefill alive.
 DEFAULT_KEEPALIVE_S = 5.0
 _OPEN_PATHS = ("/health",)
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "not_found_error", 405: "invalid_request_error", 409: "conflict_error",
-                413: "invalid_request_error",
-                422: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable"}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "service_unavailable",
+}
 
 
 @dataclass
@@ -92,8 +100,14 @@ class _Gate:
 
         try:
             if self.state.api_key and path not in _OPEN_PATHS and not self._authorized(scope):
-                response = _json(401, error_body("invalid or missing API key: send `Authorization: Bearer <key>`",
-                                                 type="authentication_error", code="invalid_api_key"))
+                response = _json(
+                    401,
+                    error_body(
+                        "invalid or missing API key: send `Authorization: Bearer <key>`",
+                        type="authentication_error",
+                        code="invalid_api_key",
+                    ),
+                )
                 return await response(scope, receive, counting_send)
             await self.app(scope, receive, counting_send)
         finally:
@@ -138,11 +152,19 @@ def _parse(model: Any, body: Any, state: ServeState):
         raise ProtocolError(400, message, param=param) from None
     unsupported = req.unsupported()
     if unsupported:
-        raise ProtocolError(400, f"gptctl serve does not support {', '.join(unsupported)} (use the default value)",
-                            param=unsupported[0], code="unsupported_parameter")
+        raise ProtocolError(
+            400,
+            f"gptctl serve does not support {', '.join(unsupported)} (use the default value)",
+            param=unsupported[0],
+            code="unsupported_parameter",
+        )
     if req.model != state.model_name:
-        raise ProtocolError(404, f"the model {req.model!r} does not exist; this server serves {state.model_name!r}",
-                            param="model", code="model_not_found")
+        raise ProtocolError(
+            404,
+            f"the model {req.model!r} does not exist; this server serves {state.model_name!r}",
+            param="model",
+            code="model_not_found",
+        )
     return req
 
 
@@ -157,8 +179,9 @@ def _completion_ids(req: CompletionRequest, tokenizer: Any) -> list[int]:
     prompt = req.prompt
     if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
         if len(prompt) != 1:
-            raise ProtocolError(400, "gptctl serve takes one prompt per request", param="prompt",
-                                code="unsupported_parameter")
+            raise ProtocolError(
+                400, "gptctl serve takes one prompt per request", param="prompt", code="unsupported_parameter"
+            )
         prompt = prompt[0]
     if isinstance(prompt, str):
         _check_text(prompt, "prompt")
@@ -171,8 +194,12 @@ def _completion_ids(req: CompletionRequest, tokenizer: Any) -> list[int]:
 
 def _chat_ids(req: ChatCompletionRequest, tokenizer: Any) -> list[int]:
     if not getattr(tokenizer, "chat_template", None):
-        raise ProtocolError(400, "this model's tokenizer has no chat template: use /v1/completions",
-                            param="messages", code="no_chat_template")
+        raise ProtocolError(
+            400,
+            "this model's tokenizer has no chat template: use /v1/completions",
+            param="messages",
+            code="no_chat_template",
+        )
     messages = []
     for i, m in enumerate(req.messages):
         text = m.text()
@@ -208,8 +235,12 @@ async def _submit(state: ServeState, req: Any, chat: bool) -> _Job:
     version = deployment.acquire()
     try:
         if version.task == "feature-extraction":
-            raise ProtocolError(400, f"{state.model_name} is an embedding model: use /v1/embeddings", param="model",
-                                code="not_a_generation_model")
+            raise ProtocolError(
+                400,
+                f"{state.model_name} is an embedding model: use /v1/embeddings",
+                param="model",
+                code="not_a_generation_model",
+            )
         to_ids = _chat_ids if chat else _completion_ids
         ids = await asyncio.to_thread(to_ids, req, version.tokenizer)
         window = version.context_window
@@ -218,18 +249,28 @@ async def _submit(state: ServeState, req: Any, chat: bool) -> _Job:
         limit = req.token_limit() if chat else req.max_tokens
         if len(ids) >= window or (limit is not None and len(ids) + limit > window):
             asked = f" + {limit} max_tokens" if limit is not None else ""
-            raise ProtocolError(400, f"this model's context window is {window} tokens; the request has {len(ids)} "
-                                f"prompt tokens{asked}", param="messages" if chat else "prompt",
-                                code="context_length_exceeded")
-        sampling = SamplingParams(1.0 if req.temperature is None else req.temperature,
-                                  1.0 if req.top_p is None else req.top_p, req.seed)
+            raise ProtocolError(
+                400,
+                f"this model's context window is {window} tokens; the request has {len(ids)} prompt tokens{asked}",
+                param="messages" if chat else "prompt",
+                code="context_length_exceeded",
+            )
+        sampling = SamplingParams(
+            1.0 if req.temperature is None else req.temperature, 1.0 if req.top_p is None else req.top_p, req.seed
+        )
         try:
-            handle = version.engine.add_request(ids, limit or window - len(ids), sampling, version.stop_ids,
-                                                loop=asyncio.get_running_loop())
+            handle = version.engine.add_request(
+                ids, limit or window - len(ids), sampling, version.stop_ids, loop=asyncio.get_running_loop()
+            )
         except QueueFull as exc:
             state.metrics.rejected.labels("queue_full").inc()
-            raise ProtocolError(429, f"the server is busy: {exc}", type="rate_limit_error", code="queue_full",
-                                headers={"Retry-After": "1"}) from None
+            raise ProtocolError(
+                429,
+                f"the server is busy: {exc}",
+                type="rate_limit_error",
+                code="queue_full",
+                headers={"Retry-After": "1"},
+            ) from None
         except EngineStopped as exc:
             state.metrics.rejected.labels("draining").inc()
             raise ProtocolError(503, str(exc), type="service_unavailable", code="draining") from None
@@ -274,8 +315,12 @@ def _embedding_ids(inputs: list, tokenizer: Any, window: int) -> list[list[int]]
         if not ids:
             raise ProtocolError(400, f"input.{i} is empty", param="input")
         if len(ids) > window:
-            raise ProtocolError(400, f"this model's context window is {window} tokens; input.{i} has {len(ids)}",
-                                param="input", code="context_length_exceeded")
+            raise ProtocolError(
+                400,
+                f"this model's context window is {window} tokens; input.{i} has {len(ids)}",
+                param="input",
+                code="context_length_exceeded",
+            )
         out.append(ids)
     return out
 
@@ -298,8 +343,12 @@ async def _embeddings(state: ServeState, req: EmbeddingRequest):
     version = deployment.acquire()
     try:
         if version.task != "feature-extraction":
-            raise ProtocolError(400, f"{state.model_name} is not an embedding model (export one with --task "
-                                "feature-extraction)", param="model", code="not_an_embedding_model")
+            raise ProtocolError(
+                400,
+                f"{state.model_name} is not an embedding model (export one with --task feature-extraction)",
+                param="model",
+                code="not_an_embedding_model",
+            )
         ids = await asyncio.to_thread(_embedding_ids, inputs, version.tokenizer, version.context_window)
         try:
             vectors = await asyncio.to_thread(version.engine.embed, ids)
@@ -307,8 +356,9 @@ async def _embeddings(state: ServeState, req: EmbeddingRequest):
             raise ProtocolError(503, str(exc), type="service_unavailable", code="draining") from None
     finally:
         deployment.release(version)
-    return embeddings_response(state.model_name, version.fingerprint, vectors, req.encoding_format,
-                               sum(len(i) for i in ids))
+    return embeddings_response(
+        state.model_name, version.fingerprint, vectors, req.encoding_format, sum(len(i) for i in ids)
+    )
 
 
 def _finish_reason(engine_reason: str, stopped_by_string: bool) -> str:
@@ -377,8 +427,11 @@ async def _respond(state: ServeState, request: Any, job: _Job, req: Any, chat: b
     if req.stream:
         from fastapi.responses import StreamingResponse
 
-        return StreamingResponse(_sse(run, req, chat), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            _sse(run, req, chat),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
     gone = True
     try:
         parts = [d async for d in run.deltas(request, 0.25) if d]
@@ -502,9 +555,13 @@ def _readiness(state: ServeState) -> dict[str, Any]:
     d = state.deployment
     if d is not None:
         stats = d.current.engine.stats()
-        body.update(version=d.current.fingerprint, artifact=str(d.current.artifact), loading=d.loading,
-                    inflight=d.inflight(), batching={"enabled": stats.batching, "reason": stats.batching_reason,
-                                                     "max_rows": stats.max_batch})
+        body.update(
+            version=d.current.fingerprint,
+            artifact=str(d.current.artifact),
+            loading=d.loading,
+            inflight=d.inflight(),
+            batching={"enabled": stats.batching, "reason": stats.batching_reason, "max_rows": stats.max_batch},
+        )
     return body
 
 
@@ -521,10 +578,18 @@ async def _swap(state: ServeState, body: Any):
         raise ProtocolError(409, str(exc), type="conflict_error", code="swap_in_progress") from None
     except GptctlError as exc:
         message = f"{exc.message} ({exc.hint})" if exc.hint else exc.message
-        raise ProtocolError(422, f"swap failed, {state.deployment.current.fingerprint} keeps serving: {message}",
-                            param="artifact", code="swap_failed") from None
+        raise ProtocolError(
+            422,
+            f"swap failed, {state.deployment.current.fingerprint} keeps serving: {message}",
+            param="artifact",
+            code="swap_failed",
+        ) from None
     except Exception as exc:  # ORT or transformers errors on a broken artifact: the old version keeps serving
         log.exception("swap to %s failed", body["artifact"])
-        raise ProtocolError(422, f"swap failed, {state.deployment.current.fingerprint} keeps serving: "
-                            f"{type(exc).__name__}: {exc}", param="artifact", code="swap_failed") from None
+        raise ProtocolError(
+            422,
+            f"swap failed, {state.deployment.current.fingerprint} keeps serving: {type(exc).__name__}: {exc}",
+            param="artifact",
+            code="swap_failed",
+        ) from None
     return {"previous": old.fingerprint, "current": new.fingerprint, "artifact": str(new.artifact)}

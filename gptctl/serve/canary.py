@@ -55,13 +55,28 @@ class Service:
         import httpx
 
         o = self.options
-        cmd = [sys.executable, "-m", "gptctl", "serve", "start", o.artifact, "--port", str(self.port), "--provider",
-               o.provider, "--max-batch", str(o.max_batch), "--replicas", str(o.replicas)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "gptctl",
+            "serve",
+            "start",
+            o.artifact,
+            "--port",
+            str(self.port),
+            "--provider",
+            o.provider,
+            "--max-batch",
+            str(o.max_batch),
+            "--replicas",
+            str(o.replicas),
+        ]
         if o.threads is not None:
             cmd += ["--threads", str(o.threads)]
         started = time.monotonic()
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     text=True)
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
         while time.monotonic() - started < o.ready_timeout_s and self.proc.poll() is None:
             try:
                 if httpx.get(self.url + "/health/ready", timeout=2).status_code == 200:
@@ -71,8 +86,11 @@ class Service:
                 pass
             time.sleep(0.1)
         tail = self.stop()[1]
-        raise CheckFailed(f"gptctl serve {o.artifact} was not ready within {o.ready_timeout_s:g} s: "
-                          + (tail[-1] if tail else "no output"), "run `gptctl serve` on it by hand to see why")
+        raise CheckFailed(
+            f"gptctl serve {o.artifact} was not ready within {o.ready_timeout_s:g} s: "
+            + (tail[-1] if tail else "no output"),
+            "run `gptctl serve` on it by hand to see why",
+        )
 
     def stop(self) -> tuple[int, list[str]]:
         """SIGTERM (drain), then kill after 60 s; (exit code, last lines of stderr)."""
@@ -95,8 +113,15 @@ class Service:
 def run_canary(options: CanaryOptions) -> CanaryResult:
     """Serve `options.artifact`, send the bounded load, stop the service; the load test's report."""
     with Service(options) as service:
-        report = run_loadtest(LoadtestOptions(url=service.url, requests=options.requests,
-                                              concurrency=options.concurrency, max_tokens=options.max_tokens,
-                                              prompt=options.prompt, timeout=options.timeout))
+        report = run_loadtest(
+            LoadtestOptions(
+                url=service.url,
+                requests=options.requests,
+                concurrency=options.concurrency,
+                max_tokens=options.max_tokens,
+                prompt=options.prompt,
+                timeout=options.timeout,
+            )
+        )
         code, tail = service.stop()
     return CanaryResult(report=report, startup_s=round(service.startup_s, 2), exit_code=code, log_tail=tail)

@@ -27,8 +27,9 @@ def swap(url: str, artifact: str, *, api_key_env: str | None = None, timeout: fl
     # The server resolves the path on its own machine; an absolute path is right whenever it is this one.
     path = str(local.resolve()) if local.exists() else artifact
     try:
-        response = httpx.post(url.rstrip("/") + "/admin/swap", json={"artifact": path},
-                              headers=auth_headers(api_key_env), timeout=timeout)
+        response = httpx.post(
+            url.rstrip("/") + "/admin/swap", json={"artifact": path}, headers=auth_headers(api_key_env), timeout=timeout
+        )
     except httpx.HTTPError as exc:
         raise BadInput(f"cannot reach {url}: {exc}", "start it with `gptctl serve ARTIFACT` or check --url") from exc
     try:
@@ -37,6 +38,7 @@ def swap(url: str, artifact: str, *, api_key_env: str | None = None, timeout: fl
         body = {}
     if response.status_code != 200:
         message = (body.get("error") or {}).get("message") or response.text[:300]
-        raise CheckFailed(f"swap refused (HTTP {response.status_code}): {message}",
-                          "the previous version is still serving")
+        raise CheckFailed(
+            f"swap refused (HTTP {response.status_code}): {message}", "the previous version is still serving"
+        )
     return body

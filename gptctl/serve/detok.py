@@ -38,11 +38,11 @@ class TextStream:
         if self.stopped:
             return ""
         self.ids.append(int(token))
-        before = self._decode(self.ids[self._prefix_offset:self._read_offset])
-        after = self._decode(self.ids[self._prefix_offset:])
+        before = self._decode(self.ids[self._prefix_offset : self._read_offset])
+        after = self._decode(self.ids[self._prefix_offset :])
         if len(after) <= len(before) or after.endswith("\ufffd"):  # an incomplete character: wait
             return ""
-        self._raw += after[len(before):]
+        self._raw += after[len(before) :]
         self._prefix_offset, self._read_offset = self._read_offset, len(self.ids)
         return self._release(final=False)
 
@@ -50,8 +50,8 @@ class TextStream:
         """The end of the stream: release what is held back (a partial stop string is text after all)."""
         if self.stopped:
             return ""
-        before = self._decode(self.ids[self._prefix_offset:self._read_offset])
-        self._raw += self._decode(self.ids[self._prefix_offset:])[len(before):]
+        before = self._decode(self.ids[self._prefix_offset : self._read_offset])
+        self._raw += self._decode(self.ids[self._prefix_offset :])[len(before) :]
         self._read_offset = self._prefix_offset = len(self.ids)
         return self._release(final=True)
 
@@ -66,7 +66,7 @@ class TextStream:
         else:
             end = len(full) - self._held_back(full)
         end = max(end, self._sent)
-        delta = full[self._sent:end]
+        delta = full[self._sent : end]
         self._sent = end
         self.text += delta
         return delta

@@ -28,8 +28,12 @@ from gptctl.errors import BadInput
 log = logging.getLogger(__name__)
 
 POOLING_MODES = ("mean", "cls", "max", "mean_sqrt_len")
-_CONFIG_KEYS = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean",
-                "pooling_mode_max_tokens": "max", "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len"}
+_CONFIG_KEYS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len",
+}
 # Rows per forward pass: OpenAI takes up to 2048 inputs a request; 32 rows of MiniLM at 128 tokens is ~16 MB
 # of activations.
 ROWS_PER_PASS = 32
@@ -66,12 +70,16 @@ def _pooling_of(directory: Path) -> Pooling:
     try:
         config = json.loads(config_file.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise BadInput(f"{config_file}: the Pooling module's config is missing or unreadable: {exc}",
-                       "copy the model's 1_Pooling/config.json beside its modules.json") from exc
+        raise BadInput(
+            f"{config_file}: the Pooling module's config is missing or unreadable: {exc}",
+            "copy the model's 1_Pooling/config.json beside its modules.json",
+        ) from exc
     modes = [mode for key, mode in _CONFIG_KEYS.items() if config.get(key)]
     if len(modes) != 1:  # sentence-transformers concatenates several modes; gptctl serves one
-        raise BadInput(f"{config_file}: pooling modes {modes or 'none'}; gptctl serves exactly one of "
-                       f"{', '.join(POOLING_MODES)}", "set one pooling_mode_* to true")
+        raise BadInput(
+            f"{config_file}: pooling modes {modes or 'none'}; gptctl serves exactly one of {', '.join(POOLING_MODES)}",
+            "set one pooling_mode_* to true",
+        )
     return Pooling(modes[0], normalize, str(config_file))
 
 
@@ -121,7 +129,7 @@ class EmbeddingEngine:
         try:
             with self._lock:
                 for start in range(0, len(ids), ROWS_PER_PASS):
-                    out.append(self._forward(ids[start:start + ROWS_PER_PASS]))
+                    out.append(self._forward(ids[start : start + ROWS_PER_PASS]))
                     self._steps += 1
         finally:
             self._running -= 1
@@ -132,19 +140,27 @@ class EmbeddingEngine:
         batch = np.full((len(rows), width), self.pad_id, dtype=np.int64)
         mask = np.zeros_like(batch)
         for i, r in enumerate(rows):
-            batch[i, :len(r)], mask[i, :len(r)] = r, 1
+            batch[i, : len(r)], mask[i, : len(r)] = r, 1
         hidden = self.encoder.forward(batch, mask)["last_hidden_state"]
         return pool(hidden, mask, self.pooling)
 
     def stats(self):
         from gptctl.serve.engine import EngineStats
 
-        return EngineStats(running=self._running, waiting=0, steps=self._steps, batching=True,
-                           batching_reason=self.batching_reason, max_batch=self.max_batch)
+        return EngineStats(
+            running=self._running,
+            waiting=0,
+            steps=self._steps,
+            batching=True,
+            batching_reason=self.batching_reason,
+            max_batch=self.max_batch,
+        )
 
     def add_request(self, *args: Any, **kwargs: Any):
-        raise BadInput("this is an embedding model (feature-extraction): it serves /v1/embeddings",
-                       "serve a text-generation export for completions")
+        raise BadInput(
+            "this is an embedding model (feature-extraction): it serves /v1/embeddings",
+            "serve a text-generation export for completions",
+        )
 
     def stop_accepting(self) -> None:
         self._accepting = False
@@ -155,15 +171,20 @@ class EmbeddingEngine:
             self.encoder = None  # the session goes with its last reference
 
 
-def load_encoder_engine(path: Path, manifest: dict[str, Any], tokenizer: Any, window: int, options: Any,
-                        name: str) -> EmbeddingEngine:
+def load_encoder_engine(
+    path: Path, manifest: dict[str, Any], tokenizer: Any, window: int, options: Any, name: str
+) -> EmbeddingEngine:
     """The encoder session of an artifact, with its pooling read (see the module docstring)."""
     from gptctl.runtime.encoder import OrtEncoder
 
     pooling = read_pooling(path, manifest)
     encoder, _info = OrtEncoder.from_path(path / "model.onnx", options.provider, threads=options.threads)
     pad = getattr(tokenizer, "pad_token_id", None)  # any id does: padding is masked out
-    log.info("%s: embeddings pooled by %s%s (%s)", name, pooling.mode, ", normalized" if pooling.normalize else "",
-             pooling.source)
+    log.info(
+        "%s: embeddings pooled by %s%s (%s)",
+        name,
+        pooling.mode,
+        ", normalized" if pooling.normalize else "",
+        pooling.source,
+    )
     return EmbeddingEngine(encoder, pooling, context_window=window, pad_id=0 if pad is None else int(pad), name=name)
-

@@ -141,11 +141,22 @@ class Engine:
     prompt + generated tokens.
     """
 
-    def __init__(self, lm: Any, *, context_window: int, max_batch: int = 8, max_queued: int = 64,
-                 check_batching: bool = True, observer: Any = None, name: str = "engine"):
+    def __init__(
+        self,
+        lm: Any,
+        *,
+        context_window: int,
+        max_batch: int = 8,
+        max_queued: int = 64,
+        check_batching: bool = True,
+        observer: Any = None,
+        name: str = "engine",
+    ):
         if not getattr(lm, "has_cache", False):
-            raise BadInput("gptctl serve needs a graph with a KV cache",
-                           "export with --task text-generation-with-past (the default)")
+            raise BadInput(
+                "gptctl serve needs a graph with a KV cache",
+                "export with --task text-generation-with-past (the default)",
+            )
         if max_batch < 1 or max_queued < 0:
             raise BadInput(f"--max-batch must be >= 1 and --max-queued >= 0 (got {max_batch}, {max_queued})")
         self.lm = lm
@@ -183,13 +194,24 @@ class Engine:
             ok, reason = check_batching(self.lm, prompts, steps=4)
         except Exception as exc:  # a graph that cannot batch at all fails here, not on the first request
             ok, reason = False, f"the batching self-check raised {type(exc).__name__}: {exc}"
-        log.info("batching self-check (%.0f ms): %s -- %s", 1000 * (time.perf_counter() - started),
-                 "on" if ok else "OFF", reason)
+        log.info(
+            "batching self-check (%.0f ms): %s -- %s",
+            1000 * (time.perf_counter() - started),
+            "on" if ok else "OFF",
+            reason,
+        )
         return ok, reason
 
     # -- the client side (any thread) -------------------------------------------------------------
-    def add_request(self, token_ids: Sequence[int], max_tokens: int, sampling: Any = None,
-                    stop_ids: Sequence[int] = (), *, loop: asyncio.AbstractEventLoop | None = None) -> RequestHandle:
+    def add_request(
+        self,
+        token_ids: Sequence[int],
+        max_tokens: int,
+        sampling: Any = None,
+        stop_ids: Sequence[int] = (),
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> RequestHandle:
         """Queue a request; returns its handle. Raises QueueFull, EngineStopped, or BadInput (empty prompt,
         prompt + max_tokens past the context window, max_tokens < 1)."""
         from gptctl.runtime.sampling import Sampler, SamplingParams
@@ -200,8 +222,10 @@ class Engine:
         if max_tokens < 1:
             raise BadInput(f"max_tokens must be >= 1, not {max_tokens}")
         if len(prompt) + max_tokens > self.context_window:
-            raise BadInput(f"{len(prompt)} prompt tokens + {max_tokens} new tokens exceed the context window "
-                           f"of {self.context_window} tokens")
+            raise BadInput(
+                f"{len(prompt)} prompt tokens + {max_tokens} new tokens exceed the context window "
+                f"of {self.context_window} tokens"
+            )
         with self._cond:
             if not self._accepting:
                 raise EngineStopped("the engine is draining and accepts no new requests")
@@ -221,8 +245,15 @@ class Engine:
 
     def stats(self) -> EngineStats:
         with self._cond:
-            return EngineStats(len(self._slots), len(self._waiting), self.steps, self.batching, self.batching_reason,
-                               self._batch.max_rows, dict(self._finished))
+            return EngineStats(
+                len(self._slots),
+                len(self._waiting),
+                self.steps,
+                self.batching,
+                self.batching_reason,
+                self._batch.max_rows,
+                dict(self._finished),
+            )
 
     def stop_accepting(self) -> None:
         with self._cond:

@@ -48,12 +48,14 @@ class LoadtestReport:
         def ms(v):
             return "-" if v is None else f"{v:.1f} ms"
 
-        return [f"requests: {self.ok} ok, {self.failed} failed (of {self.requests}) in {self.wall_s:.2f} s",
-                f"throughput: {self.tokens_per_s:.1f} tok/s ({self.completion_tokens} tokens)",
-                f"time to first token: p50 {ms(self.ttft_p50_ms)}, p95 {ms(self.ttft_p95_ms)}",
-                f"inter-token latency: p50 {ms(self.itl_p50_ms)}, p95 {ms(self.itl_p95_ms)}",
-                f"versions seen: {', '.join(self.fingerprints) or '-'}",
-                *[f"error: {e}" for e in self.errors]]
+        return [
+            f"requests: {self.ok} ok, {self.failed} failed (of {self.requests}) in {self.wall_s:.2f} s",
+            f"throughput: {self.tokens_per_s:.1f} tok/s ({self.completion_tokens} tokens)",
+            f"time to first token: p50 {ms(self.ttft_p50_ms)}, p95 {ms(self.ttft_p95_ms)}",
+            f"inter-token latency: p50 {ms(self.itl_p50_ms)}, p95 {ms(self.itl_p95_ms)}",
+            f"versions seen: {', '.join(self.fingerprints) or '-'}",
+            *[f"error: {e}" for e in self.errors],
+        ]
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -76,8 +78,14 @@ class _One:
 
 
 def _one(client, opts: LoadtestOptions, model: str) -> _One:
-    body = {"model": model, "prompt": opts.prompt, "max_tokens": opts.max_tokens, "temperature": 0, "stream": True,
-            "stream_options": {"include_usage": True}}
+    body = {
+        "model": model,
+        "prompt": opts.prompt,
+        "max_tokens": opts.max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     started = time.perf_counter()
     last, result = None, _One(ok=False)
     try:
@@ -130,8 +138,9 @@ def run_loadtest(opts: LoadtestOptions) -> LoadtestReport:
 
     def client():
         if not hasattr(local, "client"):
-            local.client = httpx.Client(base_url=opts.url.rstrip("/"), headers=auth_headers(opts.api_key_env),
-                                        timeout=opts.timeout)
+            local.client = httpx.Client(
+                base_url=opts.url.rstrip("/"), headers=auth_headers(opts.api_key_env), timeout=opts.timeout
+            )
             clients.append(local.client)
         return local.client
 
@@ -147,9 +156,16 @@ def run_loadtest(opts: LoadtestOptions) -> LoadtestReport:
     gaps = [1000 * g for r in ok for g in r.gaps]
     tokens = sum(r.tokens for r in ok)
     return LoadtestReport(
-        requests=len(results), ok=len(ok), failed=len(results) - len(ok), wall_s=round(wall, 3),
-        completion_tokens=tokens, tokens_per_s=round(tokens / wall, 2) if wall > 0 else 0.0,
-        ttft_p50_ms=percentile(ttft, 50), ttft_p95_ms=percentile(ttft, 95),
-        itl_p50_ms=percentile(gaps, 50), itl_p95_ms=percentile(gaps, 95),
+        requests=len(results),
+        ok=len(ok),
+        failed=len(results) - len(ok),
+        wall_s=round(wall, 3),
+        completion_tokens=tokens,
+        tokens_per_s=round(tokens / wall, 2) if wall > 0 else 0.0,
+        ttft_p50_ms=percentile(ttft, 50),
+        ttft_p95_ms=percentile(ttft, 95),
+        itl_p50_ms=percentile(gaps, 50),
+        itl_p95_ms=percentile(gaps, 95),
         fingerprints=sorted({r.fingerprint for r in ok if r.fingerprint}),
-        errors=[r.error for r in results if r.error][:5])
+        errors=[r.error for r in results if r.error][:5],
+    )

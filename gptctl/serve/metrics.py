@@ -21,22 +21,39 @@ class ServeMetrics:
         r = self.registry
         self.running = Gauge("gptctl_serve_requests_running", "Requests decoding in the batch", registry=r)
         self.waiting = Gauge("gptctl_serve_requests_waiting", "Requests queued for a batch row", registry=r)
-        self.requests = Counter("gptctl_serve_requests", "HTTP requests by route and status", ["route", "status"],
-                                registry=r)
+        self.requests = Counter(
+            "gptctl_serve_requests", "HTTP requests by route and status", ["route", "status"], registry=r
+        )
         self.rejected = Counter("gptctl_serve_rejected", "Requests refused before the engine", ["reason"], registry=r)
-        self.cancelled = Counter("gptctl_serve_cancelled", "Requests whose client went away mid-generation",
-                                 registry=r)
-        self.finished = Counter("gptctl_serve_engine_finished", "Engine requests by finish reason", ["reason"],
-                                registry=r)
-        self.ttft = Histogram("gptctl_serve_time_to_first_token_seconds", "Queue + prefill until the first token",
-                              buckets=_LATENCY_BUCKETS, registry=r)
-        self.itl = Histogram("gptctl_serve_inter_token_latency_seconds", "Gap between a request's tokens",
-                             buckets=_LATENCY_BUCKETS, registry=r)
-        self.batch = Histogram("gptctl_serve_batch_size", "Rows per decode step",
-                               buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64), registry=r)
+        self.cancelled = Counter("gptctl_serve_cancelled", "Requests whose client went away mid-generation", registry=r)
+        self.finished = Counter(
+            "gptctl_serve_engine_finished", "Engine requests by finish reason", ["reason"], registry=r
+        )
+        self.ttft = Histogram(
+            "gptctl_serve_time_to_first_token_seconds",
+            "Queue + prefill until the first token",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.itl = Histogram(
+            "gptctl_serve_inter_token_latency_seconds",
+            "Gap between a request's tokens",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch = Histogram(
+            "gptctl_serve_batch_size",
+            "Rows per decode step",
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64),
+            registry=r,
+        )
         self.tokens = Counter("gptctl_serve_generated_tokens", "Tokens generated", registry=r)
-        self.version = Gauge("gptctl_serve_model_version", "1 per loaded model version, by state",
-                             ["fingerprint", "artifact", "state"], registry=r)
+        self.version = Gauge(
+            "gptctl_serve_model_version",
+            "1 per loaded model version, by state",
+            ["fingerprint", "artifact", "state"],
+            registry=r,
+        )
         self.batching = Gauge("gptctl_serve_batching_enabled", "1 when the batching self-check passed", registry=r)
         self._versions: set[tuple[str, str, str]] = set()
 
@@ -105,15 +122,28 @@ class RouterMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         # `requests`: the name the auth/counting middleware (app._Gate) increments.
-        self.requests = Counter("gptctl_serve_router_requests", "HTTP requests at the router by route and status",
-                                ["route", "status"], registry=r)
-        self.retries = Counter("gptctl_serve_router_retries", "Requests sent again to another replica before their "
-                               "first token, by reason", ["reason"], registry=r)
-        self.restarts = Gauge("gptctl_serve_replica_restarts", "Replica processes started again after they exited",
-                              registry=r)
+        self.requests = Counter(
+            "gptctl_serve_router_requests",
+            "HTTP requests at the router by route and status",
+            ["route", "status"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "gptctl_serve_router_retries",
+            "Requests sent again to another replica before their first token, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.restarts = Gauge(
+            "gptctl_serve_replica_restarts", "Replica processes started again after they exited", registry=r
+        )
         self.ready = Gauge("gptctl_serve_replicas_ready", "Replicas answering /health/ready", registry=r)
-        self.inflight = Gauge("gptctl_serve_replica_inflight", "Requests the router has in flight on each replica",
-                              ["replica"], registry=r)
+        self.inflight = Gauge(
+            "gptctl_serve_replica_inflight",
+            "Requests the router has in flight on each replica",
+            ["replica"],
+            registry=r,
+        )
 
     def refresh(self, replicas: Any) -> None:
         self.restarts.set(replicas.restarts)

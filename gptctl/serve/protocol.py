@@ -21,8 +21,16 @@ MAX_STOP_SEQUENCES = 4
 class ProtocolError(Exception):
     """A request the server refuses, rendered as an OpenAI error body with `status`."""
 
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
         self.headers = headers or {}
@@ -31,8 +39,9 @@ class ProtocolError(Exception):
         return error_body(self.message, type=self.type, param=self.param, code=self.code)
 
 
-def error_body(message: str, *, type: str = "invalid_request_error", param: str | None = None,
-               code: str | None = None) -> dict[str, Any]:
+def error_body(
+    message: str, *, type: str = "invalid_request_error", param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
@@ -101,9 +110,16 @@ class CompletionRequest(_Sampling):
 
     def unsupported(self) -> list[str]:
         bad = self._common_unsupported()
-        bad += [name for name, on in (("echo", self.echo), ("logprobs", self.logprobs is not None),
-                                      ("best_of", self.best_of not in (None, 1)), ("suffix", self.suffix))
-                if on]
+        bad += [
+            name
+            for name, on in (
+                ("echo", self.echo),
+                ("logprobs", self.logprobs is not None),
+                ("best_of", self.best_of not in (None, 1)),
+                ("suffix", self.suffix),
+            )
+            if on
+        ]
         return bad
 
 
@@ -136,11 +152,19 @@ class ChatCompletionRequest(_Sampling):
 
     def unsupported(self) -> list[str]:
         bad = self._common_unsupported()
-        bad += [name for name, on in (("logprobs", self.logprobs), ("top_logprobs", self.top_logprobs is not None),
-                                      ("tools", self.tools), ("tool_choice", self.tool_choice not in (None, "none")),
-                                      ("functions", self.functions), ("function_call", self.function_call),
-                                      ("response_format", (self.response_format or {}).get("type", "text") != "text"))
-                if on]
+        bad += [
+            name
+            for name, on in (
+                ("logprobs", self.logprobs),
+                ("top_logprobs", self.top_logprobs is not None),
+                ("tools", self.tools),
+                ("tool_choice", self.tool_choice not in (None, "none")),
+                ("functions", self.functions),
+                ("function_call", self.function_call),
+                ("response_format", (self.response_format or {}).get("type", "text") != "text"),
+            )
+            if on
+        ]
         return bad
 
     def token_limit(self) -> int | None:
@@ -167,8 +191,9 @@ class EmbeddingRequest(_Strict):
         return list(value)
 
 
-def embeddings_response(model: str, fingerprint: str, vectors: Any, encoding_format: str,
-                        prompt_tokens: int) -> dict[str, Any]:
+def embeddings_response(
+    model: str, fingerprint: str, vectors: Any, encoding_format: str, prompt_tokens: int
+) -> dict[str, Any]:
     """OpenAI's embeddings list; base64 is the float32 little-endian bytes, as OpenAI sends it."""
     import base64
 
@@ -179,54 +204,92 @@ def embeddings_response(model: str, fingerprint: str, vectors: Any, encoding_for
             return base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode()
         return [float(x) for x in v]
 
-    return {"object": "list", "model": model, "system_fingerprint": fingerprint,
-            "data": [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(vectors)],
-            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}
+    return {
+        "object": "list",
+        "model": model,
+        "system_fingerprint": fingerprint,
+        "data": [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(vectors)],
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+    }
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
 
-def completion_response(rid: str, model: str, fingerprint: str, text: str, finish: str, prompt_tokens: int,
-                        completion_tokens: int) -> dict[str, Any]:
-    return {"id": rid, "object": "text_completion", "created": int(time.time()), "model": model,
-            "system_fingerprint": fingerprint,
-            "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
-            "usage": usage(prompt_tokens, completion_tokens)}
+def completion_response(
+    rid: str, model: str, fingerprint: str, text: str, finish: str, prompt_tokens: int, completion_tokens: int
+) -> dict[str, Any]:
+    return {
+        "id": rid,
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": fingerprint,
+        "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
+        "usage": usage(prompt_tokens, completion_tokens),
+    }
 
 
 def completion_chunk(rid: str, model: str, fingerprint: str, text: str, finish: str | None) -> dict[str, Any]:
-    return {"id": rid, "object": "text_completion", "created": int(time.time()), "model": model,
-            "system_fingerprint": fingerprint,
-            "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}]}
+    return {
+        "id": rid,
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": fingerprint,
+        "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
+    }
 
 
-def chat_response(rid: str, model: str, fingerprint: str, text: str, finish: str, prompt_tokens: int,
-                  completion_tokens: int) -> dict[str, Any]:
-    return {"id": rid, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "system_fingerprint": fingerprint,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish,
-                         "logprobs": None}],
-            "usage": usage(prompt_tokens, completion_tokens)}
+def chat_response(
+    rid: str, model: str, fingerprint: str, text: str, finish: str, prompt_tokens: int, completion_tokens: int
+) -> dict[str, Any]:
+    return {
+        "id": rid,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": fingerprint,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish, "logprobs": None}
+        ],
+        "usage": usage(prompt_tokens, completion_tokens),
+    }
 
 
 def chat_chunk(rid: str, model: str, fingerprint: str, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
-    return {"id": rid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
-            "system_fingerprint": fingerprint,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+    return {
+        "id": rid,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": fingerprint,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+    }
 
 
-def usage_chunk(rid: str, model: str, fingerprint: str, obj: str, prompt_tokens: int,
-                completion_tokens: int) -> dict[str, Any]:
+def usage_chunk(
+    rid: str, model: str, fingerprint: str, obj: str, prompt_tokens: int, completion_tokens: int
+) -> dict[str, Any]:
     """The last chunk of a stream with `stream_options.include_usage`: no choices, the usage."""
-    return {"id": rid, "object": obj, "created": int(time.time()), "model": model, "system_fingerprint": fingerprint,
-            "choices": [], "usage": usage(prompt_tokens, completion_tokens)}
+    return {
+        "id": rid,
+        "object": obj,
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": fingerprint,
+        "choices": [],
+        "usage": usage(prompt_tokens, completion_tokens),
+    }
 
 
 def models_response(model: str, created: int) -> dict[str, Any]:

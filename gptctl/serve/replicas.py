@@ -70,8 +70,16 @@ class Replica:
         return self.proc.pid if self.proc is not None else None
 
     def describe(self) -> dict[str, Any]:
-        return {"index": self.index, "port": self.port, "pid": self.pid, "ready": self.ready, "version": self.version,
-                "artifact": self.artifact, "inflight": self.inflight, "restarts": self.restarts}
+        return {
+            "index": self.index,
+            "port": self.port,
+            "pid": self.pid,
+            "ready": self.ready,
+            "version": self.version,
+            "artifact": self.artifact,
+            "inflight": self.inflight,
+            "restarts": self.restarts,
+        }
 
 
 def free_port() -> int:
@@ -82,9 +90,26 @@ def free_port() -> int:
 
 def worker_command(options: ReplicaOptions, artifact: str, port: int) -> list[str]:
     """The command line of one replica: `gptctl serve start` on 127.0.0.1:port."""
-    cmd = [sys.executable, "-m", "gptctl", "serve", "start", artifact, "--host", "127.0.0.1", "--port", str(port),
-           "--provider", options.provider, "--max-batch", str(options.max_batch), "--max-queued",
-           str(options.max_queued), "--model-name", options.model_name]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gptctl",
+        "serve",
+        "start",
+        artifact,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--provider",
+        options.provider,
+        "--max-batch",
+        str(options.max_batch),
+        "--max-queued",
+        str(options.max_queued),
+        "--model-name",
+        options.model_name,
+    ]
     if options.threads is not None:
         cmd += ["--threads", str(options.threads)]
     if options.api_key_env:
@@ -104,8 +129,15 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 class ReplicaSet:
     """N replicas, started, watched and restarted (see the module docstring)."""
 
-    def __init__(self, options: ReplicaOptions, count: int, *, headers: dict[str, str] | None = None,
-                 poll_s: float = DEFAULT_POLL_S, on_change: Callable[[ReplicaSet], None] | None = None):
+    def __init__(
+        self,
+        options: ReplicaOptions,
+        count: int,
+        *,
+        headers: dict[str, str] | None = None,
+        poll_s: float = DEFAULT_POLL_S,
+        on_change: Callable[[ReplicaSet], None] | None = None,
+    ):
         self.options = options
         self.headers = headers or {}
         self.poll_s = poll_s
@@ -127,8 +159,9 @@ class ReplicaSet:
         replica.port = free_port()
         replica.ready, replica.version, replica.started = False, None, time.monotonic()
         preexec = _die_with_parent if sys.platform.startswith("linux") else None
-        replica.proc = subprocess.Popen(worker_command(self.options, replica.artifact, replica.port),
-                                        stdin=subprocess.DEVNULL, preexec_fn=preexec)  # noqa: PLW1509
+        replica.proc = subprocess.Popen(
+            worker_command(self.options, replica.artifact, replica.port), stdin=subprocess.DEVNULL, preexec_fn=preexec
+        )  # noqa: PLW1509
         log.info("replica %d: pid %d on port %d (%s)", replica.index, replica.proc.pid, replica.port, replica.artifact)
 
     # -- watching ---------------------------------------------------------------------------------
@@ -153,8 +186,10 @@ class ReplicaSet:
                 replica.ready = False
                 replica.failures_in_row += 0 if replica.version else 1  # version: it was ready in this life
                 if replica.failures_in_row >= MAX_START_FAILURES:
-                    self.failed = (f"replica {replica.index} exited {replica.failures_in_row} times (last with {code}) "
-                                   "before it was ready")
+                    self.failed = (
+                        f"replica {replica.index} exited {replica.failures_in_row} times (last with {code}) "
+                        "before it was ready"
+                    )
                     self.on_change(self)
                     return
                 log.warning("replica %d (pid %d) exited with %s: restarting it", replica.index, replica.proc.pid, code)
@@ -219,4 +254,3 @@ class ReplicaSet:
             replica.ready = False
         if self._monitor is not None and self._monitor is not threading.current_thread():
             self._monitor.join(5)
-

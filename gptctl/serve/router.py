@@ -51,6 +51,7 @@ class RouterState:
         if self._client is None:
             self._client = _http()
         return self._client
+
     swap_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def phase(self) -> str:
@@ -93,8 +94,9 @@ async def _wait_pick(state: RouterState, tried: set[int]) -> Replica | None:
     return None
 
 
-async def _open(state: RouterState, method: str, path: str, body: bytes | None, headers: dict[str, str],
-                tried: set[int]) -> tuple[Replica, Any]:
+async def _open(
+    state: RouterState, method: str, path: str, body: bytes | None, headers: dict[str, str], tried: set[int]
+) -> tuple[Replica, Any]:
     """Send to the least-busy ready replica, trying others on failures; (replica, unread streamed response)."""
     import httpx
 
@@ -121,8 +123,9 @@ async def _open(state: RouterState, method: str, path: str, body: bytes | None, 
             problem = f"replica {replica.index}: HTTP {response.status_code}"
             continue
         return replica, response
-    raise ProtocolError(503, f"no replica could take the request ({problem})", type="service_unavailable",
-                        code="no_replica")
+    raise ProtocolError(
+        503, f"no replica could take the request ({problem})", type="service_unavailable", code="no_replica"
+    )
 
 
 def _failed(state: RouterState, replica: Replica, tried: set[int], reason: str) -> None:
@@ -135,8 +138,9 @@ def _passthrough(content: bytes, response: Any):
     from fastapi.responses import Response
 
     headers = {k: v for k, v in response.headers.items() if k.lower() == "retry-after"}
-    return Response(content, status_code=response.status_code, headers=headers,
-                    media_type=response.headers.get("content-type"))
+    return Response(
+        content, status_code=response.status_code, headers=headers, media_type=response.headers.get("content-type")
+    )
 
 
 async def _unary(state: RouterState, method: str, path: str, body: bytes | None, headers: dict[str, str]):
@@ -184,8 +188,15 @@ def _sse_error(message: str) -> str:
     return f"data: {json.dumps(error_body(message, type='server_error', code='replica_failed'))}\n\n"
 
 
-async def _relay(state: RouterState, path: str, body: bytes, headers: dict[str, str], replica: Replica,
-                 response: Any, tried: set[int]) -> AsyncIterator[str]:
+async def _relay(
+    state: RouterState,
+    path: str,
+    body: bytes,
+    headers: dict[str, str],
+    replica: Replica,
+    response: Any,
+    tried: set[int],
+) -> AsyncIterator[str]:
     """The replica's stream to the client, sent again to another replica while no token has come."""
     import httpx
 
@@ -259,9 +270,11 @@ async def _generate(state: RouterState, request: Any, path: str):
             await response.aclose()
             _release(replica)
         return _passthrough(content, response)
-    return StreamingResponse(_relay(state, path, body, headers, replica, response, tried),
-                             media_type="text/event-stream", headers={"Cache-Control": "no-cache",
-                                                                      "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        _relay(state, path, body, headers, replica, response, tried),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 async def _read_body(request: Any, limit: int) -> bytes:
@@ -277,10 +290,15 @@ async def _read_body(request: Any, limit: int) -> bytes:
 def _readiness(state: RouterState) -> dict[str, Any]:
     replicas = state.replicas.replicas
     versions = sorted({r.version for r in replicas if r.ready and r.version})
-    body: dict[str, Any] = {"status": state.phase(), "version": versions[0] if len(versions) == 1 else None,
-                            "versions": versions, "ready_replicas": state.replicas.ready_count(),
-                            "inflight": state.inflight(), "restarts": state.replicas.restarts,
-                            "replicas": [r.describe() for r in replicas]}
+    body: dict[str, Any] = {
+        "status": state.phase(),
+        "version": versions[0] if len(versions) == 1 else None,
+        "versions": versions,
+        "ready_replicas": state.replicas.ready_count(),
+        "inflight": state.inflight(),
+        "restarts": state.replicas.restarts,
+        "replicas": [r.describe() for r in replicas],
+    }
     if state.replicas.failed:
         body["error"] = state.replicas.failed
     return body
@@ -305,8 +323,9 @@ async def _swap_one(state: RouterState, replica: Replica, artifact: str, headers
     import httpx
 
     try:
-        return await state.client.post(replica.url + "/admin/swap", json={"artifact": artifact}, headers=headers,
-                                       timeout=state.swap_timeout_s)
+        return await state.client.post(
+            replica.url + "/admin/swap", json={"artifact": artifact}, headers=headers, timeout=state.swap_timeout_s
+        )
     except httpx.HTTPError as exc:
         return httpx.Response(503, json=error_body(f"unreachable: {exc}", type="service_unavailable"))
 
@@ -317,8 +336,13 @@ async def _rolling_swap(state: RouterState, request: Any):
     if not isinstance(body, dict) or not isinstance(body.get("artifact"), str) or set(body) != {"artifact"}:
         raise ProtocolError(400, 'the body must be {"artifact": PATH}', param="artifact")
     if state.draining or not all(r.ready for r in state.replicas.replicas):
-        raise ProtocolError(503, f"every replica must be ready to swap ({state.replicas.ready_count()} of "
-                            f"{len(state.replicas.replicas)} are)", type="service_unavailable", code="not_ready")
+        raise ProtocolError(
+            503,
+            f"every replica must be ready to swap ({state.replicas.ready_count()} of "
+            f"{len(state.replicas.replicas)} are)",
+            type="service_unavailable",
+            code="not_ready",
+        )
     if not state.swap_lock.acquire(blocking=False):
         raise ProtocolError(409, "a swap is in progress", type="conflict_error", code="swap_in_progress")
     headers = _headers(request)
@@ -333,19 +357,27 @@ async def _rolling_swap(state: RouterState, request: Any):
                         back.artifact, back.version = artifact, undo.json().get("current")
                     else:
                         log.error("replica %d: swapping back to %s failed: %s", back.index, artifact, undo.text[:300])
-                message = ((response.json().get("error") or {}).get("message") if _is_json(response)
-                           else response.text[:300])
-                raise ProtocolError(response.status_code, f"replica {replica.index}: {message} "
-                                    f"({len(done)} swapped replica(s) swapped back)", param="artifact",
-                                    code="swap_failed")
+                message = (
+                    (response.json().get("error") or {}).get("message") if _is_json(response) else response.text[:300]
+                )
+                raise ProtocolError(
+                    response.status_code,
+                    f"replica {replica.index}: {message} ({len(done)} swapped replica(s) swapped back)",
+                    param="artifact",
+                    code="swap_failed",
+                )
             result = response.json()
             done.append((replica, replica.artifact, result))
             replica.artifact, replica.version = result["artifact"], result["current"]
     finally:
         state.swap_lock.release()
     results = [r for _, _, r in done]
-    return {"previous": results[0]["previous"], "current": results[-1]["current"], "artifact": results[-1]["artifact"],
-            "replicas": results}
+    return {
+        "previous": results[0]["previous"],
+        "current": results[-1]["current"],
+        "artifact": results[-1]["artifact"],
+        "replicas": results,
+    }
 
 
 def _is_json(response: Any) -> bool:
@@ -408,14 +440,21 @@ def replica_options(options: Any) -> ReplicaOptions:
     from pathlib import Path
 
     name = options.model_name or Path(options.artifact).expanduser().resolve().name
-    return ReplicaOptions(artifact=str(Path(options.artifact).expanduser().resolve()), model_name=name,
-                          provider=options.provider, threads=options.threads, max_batch=options.max_batch,
-                          max_queued=options.max_queued, api_key_env=options.api_key_env,
-                          drain_timeout_s=options.drain_timeout_s)
+    return ReplicaOptions(
+        artifact=str(Path(options.artifact).expanduser().resolve()),
+        model_name=name,
+        provider=options.provider,
+        threads=options.threads,
+        max_batch=options.max_batch,
+        max_queued=options.max_queued,
+        api_key_env=options.api_key_env,
+        drain_timeout_s=options.drain_timeout_s,
+    )
 
 
-def run_router(options: Any, on_ready: Callable[[RouterState], None] | None = None,
-               start_timeout_s: float = 600.0) -> None:
+def run_router(
+    options: Any, on_ready: Callable[[RouterState], None] | None = None, start_timeout_s: float = 600.0
+) -> None:
     """Start `options.replicas` workers and route to them until SIGTERM/Ctrl-C has drained the router."""
     import uvicorn
 
@@ -426,8 +465,15 @@ def run_router(options: Any, on_ready: Callable[[RouterState], None] | None = No
     ropts = replica_options(options)
     replicas = ReplicaSet(ropts, options.replicas, headers={"Authorization": f"Bearer {key}"} if key else {})
     state = RouterState(model_name=ropts.model_name, replicas=replicas, metrics=RouterMetrics(), api_key=key)
-    config = uvicorn.Config(create_router_app(state), host=options.host, port=options.port, log_level="warning",
-                            access_log=False, lifespan="off", timeout_graceful_shutdown=options.drain_timeout_s)
+    config = uvicorn.Config(
+        create_router_app(state),
+        host=options.host,
+        port=options.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=options.drain_timeout_s,
+    )
     server = _router_server(config, state, options.drain_timeout_s)
 
     def watch() -> None:
@@ -449,8 +495,10 @@ def run_router(options: Any, on_ready: Callable[[RouterState], None] | None = No
     finally:
         replicas.close(options.drain_timeout_s)
     if replicas.failed:
-        raise GptctlError(f"serving {options.artifact} with {options.replicas} replicas failed: {replicas.failed}",
-                          f"run `gptctl serve {options.artifact}` alone to see why the replica stops")
+        raise GptctlError(
+            f"serving {options.artifact} with {options.replicas} replicas failed: {replicas.failed}",
+            f"run `gptctl serve {options.artifact}` alone to see why the replica stops",
+        )
 
 
 def _router_server(config: Any, state: RouterState, drain_timeout_s: float):

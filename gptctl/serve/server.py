@@ -48,16 +48,20 @@ def api_key(options: ServeOptions) -> str | None:
         return None
     key = os.environ.get(options.api_key_env, "")
     if not key.strip():
-        raise BadInput(f"--api-key-env {options.api_key_env}: the variable is unset or empty",
-                       f"export {options.api_key_env}=<a secret key> before starting the server")
+        raise BadInput(
+            f"--api-key-env {options.api_key_env}: the variable is unset or empty",
+            f"export {options.api_key_env}=<a secret key> before starting the server",
+        )
     return key.strip()
 
 
 def exposure_warning(options: ServeOptions) -> str | None:
     """A sentence when the server listens beyond this machine without a key (the CLI prints it)."""
     if options.host not in LOCAL_HOSTS and not options.api_key_env:
-        return (f"listening on {options.host} without --api-key-env: anyone who can reach port {options.port} "
-                "can use the model")
+        return (
+            f"listening on {options.host} without --api-key-env: anyone who can reach port {options.port} "
+            "can use the model"
+        )
     return None
 
 
@@ -66,8 +70,9 @@ def build_state(options: ServeOptions):
     from gptctl.serve.metrics import ServeMetrics
 
     name = options.model_name or Path(options.artifact).expanduser().resolve().name
-    return ServeState(model_name=name, metrics=ServeMetrics(), api_key=api_key(options),
-                      keepalive_s=options.keepalive_s)
+    return ServeState(
+        model_name=name, metrics=ServeMetrics(), api_key=api_key(options), keepalive_s=options.keepalive_s
+    )
 
 
 def load_into(state: Any, options: ServeOptions) -> None:
@@ -76,13 +81,26 @@ def load_into(state: Any, options: ServeOptions) -> None:
     from gptctl.serve.versions import Deployment, load_version
 
     observer = EngineObserver(state.metrics)
-    opts = LoadOptions(**{**options.load.__dict__, "provider": options.provider, "threads": options.threads,
-                          "max_batch": options.max_batch, "max_queued": options.max_queued})
+    opts = LoadOptions(
+        **{
+            **options.load.__dict__,
+            "provider": options.provider,
+            "threads": options.threads,
+            "max_batch": options.max_batch,
+            "max_queued": options.max_queued,
+        }
+    )
     started = time.perf_counter()
     version = load_version(options.artifact, opts, observer)
     state.deployment = Deployment(version, opts, observer)
-    log.info("serving %s (%s) after %.1f s; batching %s: %s", version.fingerprint, version.artifact,
-             time.perf_counter() - started, "on" if version.engine.batching else "off", version.engine.batching_reason)
+    log.info(
+        "serving %s (%s) after %.1f s; batching %s: %s",
+        version.fingerprint,
+        version.artifact,
+        time.perf_counter() - started,
+        "on" if version.engine.batching else "off",
+        version.engine.batching_reason,
+    )
 
 
 def run_server(options: ServeOptions, on_ready: Callable[[Any], None] | None = None) -> None:
@@ -102,8 +120,15 @@ def run_server(options: ServeOptions, on_ready: Callable[[Any], None] | None = N
 
         return run_router(ServeOptions(**{**options.__dict__, "artifact": str(resolved)}), on_ready)
     state = build_state(options)
-    config = uvicorn.Config(create_app(state), host=options.host, port=options.port, log_level="warning",
-                            access_log=False, lifespan="off", timeout_graceful_shutdown=options.drain_timeout_s)
+    config = uvicorn.Config(
+        create_app(state),
+        host=options.host,
+        port=options.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=options.drain_timeout_s,
+    )
     server = _DrainingServer(config, state, options.drain_timeout_s)
     failure: list[BaseException] = []
 

@@ -33,10 +33,12 @@ class LightTokenizer:
         config = _read_json(directory / "tokenizer_config.json")
         special = {**_read_json(directory / "special_tokens_map.json"), **config}
         self.special_tokens = {name: _token_text(special.get(name)) for name in _SPECIAL_NAMES}
-        self.eos_token_id = self._tok.token_to_id(self.special_tokens["eos_token"] or "") \
-            if self.special_tokens["eos_token"] else None
-        self.pad_token_id = self._tok.token_to_id(self.special_tokens["pad_token"] or "") \
-            if self.special_tokens["pad_token"] else None
+        self.eos_token_id = (
+            self._tok.token_to_id(self.special_tokens["eos_token"] or "") if self.special_tokens["eos_token"] else None
+        )
+        self.pad_token_id = (
+            self._tok.token_to_id(self.special_tokens["pad_token"] or "") if self.special_tokens["pad_token"] else None
+        )
         self.chat_template = _chat_template(directory, config)
         self._template = None
 
@@ -52,8 +54,9 @@ class LightTokenizer:
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True, **_ignored: Any) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
-    def apply_chat_template(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True,
-                            tokenize: bool = True) -> list[int] | str:
+    def apply_chat_template(
+        self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True, tokenize: bool = True
+    ) -> list[int] | str:
         if not self.chat_template:
             raise ValueError("the tokenizer has no chat template")
         if self._template is None:

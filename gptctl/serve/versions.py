@@ -37,14 +37,19 @@ def resolve_artifact(path: str | Path) -> Path:
         raise BadInput(f"{root} is not a directory", "pass the --output directory of `gptctl export` or a run dir")
     if (root / "model.onnx").is_file():
         return root
-    steps = sorted(d for d in root.iterdir() if d.is_dir() and (d / "model.onnx").is_file()
-                   and (read_manifest(d) or {}).get("step") == "export")
+    steps = sorted(
+        d
+        for d in root.iterdir()
+        if d.is_dir() and (d / "model.onnx").is_file() and (read_manifest(d) or {}).get("step") == "export"
+    )
     if len(steps) == 1:
         return steps[0]
     if not steps:
         raise BadInput(f"{root} has no model.onnx and no export step", "pass an export directory or a run dir with one")
-    raise BadInput(f"{root} has {len(steps)} export steps: {', '.join(s.name for s in steps)}",
-                   f"pass one of them, e.g. {steps[0]}")
+    raise BadInput(
+        f"{root} has {len(steps)} export steps: {', '.join(s.name for s in steps)}",
+        f"pass one of them, e.g. {steps[0]}",
+    )
 
 
 def artifact_fingerprint(manifest: dict[str, Any]) -> str:
@@ -103,8 +108,10 @@ def load_version(artifact: str | Path, options: LoadOptions, observer: Any = Non
     if manifest is None:
         raise BadInput(f"{path} has no gptctl.json manifest", "serve a directory written by `gptctl export`")
     if options.require_validation and not (manifest.get("validation") or {}).get("passed"):
-        raise CheckFailed(f"{path}: its manifest has no passing validation (validation.passed)",
-                          "serve an export whose validation passed")
+        raise CheckFailed(
+            f"{path}: its manifest has no passing validation (validation.passed)",
+            "serve an export whose validation passed",
+        )
     fingerprint = artifact_fingerprint(manifest)
     window = context_window(path)
     tokenizer = _load_tokenizer(path)
@@ -119,8 +126,15 @@ def load_version(artifact: str | Path, options: LoadOptions, observer: Any = Non
     from gptctl.serve.engine import Engine
 
     lm, _info = OrtCausalLM.from_path(path / "model.onnx", options.provider, threads=options.threads)
-    engine = Engine(lm, context_window=window, max_batch=options.max_batch, max_queued=options.max_queued,
-                    check_batching=options.check_batching, observer=observer, name=fingerprint)
+    engine = Engine(
+        lm,
+        context_window=window,
+        max_batch=options.max_batch,
+        max_queued=options.max_queued,
+        check_batching=options.check_batching,
+        observer=observer,
+        name=fingerprint,
+    )
     stop_ids = tuple(sorted(_stop_ids(path, tokenizer)))
     version = ModelVersion(path, fingerprint, engine, tokenizer, window, stop_ids)
     try:
@@ -140,14 +154,18 @@ def warm(version: ModelVersion) -> None:
         vectors = version.engine.embed([ids])
         if not np.isfinite(vectors).all():
             version.engine.stop()
-            raise CheckFailed(f"{version.artifact}: the canary embedding is not finite",
-                              "check that the artifact runs with `gptctl bench`")
+            raise CheckFailed(
+                f"{version.artifact}: the canary embedding is not finite",
+                "check that the artifact runs with `gptctl bench`",
+            )
         return
     handle = version.engine.add_request(ids, CANARY_TOKENS)
     tokens = list(handle)
     if handle.finish_reason == "error" or (not tokens and handle.finish_reason != "stop"):
-        raise CheckFailed(f"{version.artifact}: the canary request failed: {handle.error or handle.finish_reason}",
-                          "check that the artifact runs with `gptctl bench`")
+        raise CheckFailed(
+            f"{version.artifact}: the canary request failed: {handle.error or handle.finish_reason}",
+            "check that the artifact runs with `gptctl bench`",
+        )
 
 
 def _load_tokenizer(path: Path):
@@ -156,8 +174,9 @@ def _load_tokenizer(path: Path):
     try:
         return load_tokenizer(path)
     except Exception as exc:  # transformers raises OSError/ValueError/... for a missing or broken tokenizer
-        raise BadInput(f"{path}: cannot load the tokenizer: {exc}",
-                       "serve a complete `gptctl export` directory") from exc
+        raise BadInput(
+            f"{path}: cannot load the tokenizer: {exc}", "serve a complete `gptctl export` directory"
+        ) from exc
 
 
 def _stop_ids(path: Path, tokenizer: Any) -> set[int]:
@@ -179,9 +198,14 @@ class SwapInProgress(GptctlError):
 class Deployment:
     """The current version, the leases on it, swaps and draining (see the module docstring)."""
 
-    def __init__(self, version: ModelVersion, options: LoadOptions, observer: Any = None,
-                 on_change: Callable[[Deployment], None] | None = None,
-                 loader: Callable[..., ModelVersion] = load_version):
+    def __init__(
+        self,
+        version: ModelVersion,
+        options: LoadOptions,
+        observer: Any = None,
+        on_change: Callable[[Deployment], None] | None = None,
+        loader: Callable[..., ModelVersion] = load_version,
+    ):
         self.options = options
         self.observer = observer
         self.on_change = on_change or (lambda d: None)

@@ -52,8 +52,10 @@ def _load_decoder(state: ExportState, opts: ExportOptions) -> None:
         vocab = model.get_base_model().config.vocab_size
         merged, merge = check_lora_merge(model, fixed_inputs(state.tokenizer, vocab), opts.atol)
         if not merge["passed"]:
-            raise_if_failed({**merge, "outputs": {"logits (adapter vs merged)": {"max": merge["max_abs_diff"]}}},
-                            "the merged LoRA adapter")
+            raise_if_failed(
+                {**merge, "outputs": {"logits (adapter vs merged)": {"max": merge["max_abs_diff"]}}},
+                "the merged LoRA adapter",
+            )
         state.model, state.reference, state.lora_merge = merged, TorchReference(merged), merge
     elif source.kind == "prompt-adapter":
         from gptctl.export.onnx_export import prompt_prefix_cache

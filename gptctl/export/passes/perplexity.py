@@ -19,8 +19,9 @@ class PerplexityFp32:
     def run(self, state: ExportState, opts: ExportOptions) -> dict[str, Any]:
         from gptctl.evaluation import eval_samples, perplexity_onnx
 
-        state.eval_samples = eval_samples(state.tokenizer, state.eval_records, vocab_size=state.vocab_size,
-                                          path=opts.eval_data)
+        state.eval_samples = eval_samples(
+            state.tokenizer, state.eval_records, vocab_size=state.vocab_size, path=opts.eval_data
+        )
         state.progress.info(f"perplexity of the fp32 graph on {len(state.eval_samples)} sequences")
         ppl = perplexity_onnx(state.fp32_lm, state.eval_samples)
         state.metrics["ppl_fp32"] = ppl["ppl"]

@@ -26,8 +26,14 @@ class Validate:
             from gptctl.runtime.session import OrtCausalLM
 
             state.fp32_lm, _ = OrtCausalLM.from_path(state.fp32_path, "cpu", threads=opts.threads)
-            validation = validate_decoder(state.fp32_path, state.reference, state.tokenizer,
-                                          greedy_tokens=opts.greedy_tokens, lm=state.fp32_lm, **common)
+            validation = validate_decoder(
+                state.fp32_path,
+                state.reference,
+                state.tokenizer,
+                greedy_tokens=opts.greedy_tokens,
+                lm=state.fp32_lm,
+                **common,
+            )
         if state.lora_merge is not None:
             validation["lora_merge"] = state.lora_merge
         conversion = opts.quantize if opts.quantize != "none" else "fp16"

@@ -8,8 +8,9 @@ asked, the full X^T X / tokens that GPTQ needs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -39,8 +40,9 @@ def matmul_inputs(proto: Any, min_k: int = 1) -> dict[str, str]:
     return found
 
 
-def collect_stats(proto: Any, samples: Sequence[Any], *, hessian: bool = False,
-                  max_tokens: int = CALIBRATION_TOKENS) -> ActivationStats:
+def collect_stats(
+    proto: Any, samples: Sequence[Any], *, hessian: bool = False, max_tokens: int = CALIBRATION_TOKENS
+) -> ActivationStats:
     """Run `samples` (gptctl.evaluation Samples) through the fp32 graph `proto` (left as it was) and
     measure the inputs of its MatMuls."""
     import onnxruntime as ort

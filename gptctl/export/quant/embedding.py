@@ -16,10 +16,23 @@ def quantize_embedding(proto: Any, block_size: int, *, accuracy_level: int) -> A
     from gptctl.logs import quiet
 
     ops = ("Gather",)
-    config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=False, accuracy_level=accuracy_level,
-                                          bits=4, op_types_to_quantize=ops, quant_axes=(("Gather", 1),))
+    config = DefaultWeightOnlyQuantConfig(
+        block_size=block_size,
+        is_symmetric=False,
+        accuracy_level=accuracy_level,
+        bits=4,
+        op_types_to_quantize=ops,
+        quant_axes=(("Gather", 1),),
+    )
     with quiet(_QUANTIZER_LOGGER, progress_bars=True):
-        quantizer = MatMulNBitsQuantizer(proto, bits=4, block_size=block_size, is_symmetric=False,
-                                         accuracy_level=accuracy_level, algo_config=config, op_types_to_quantize=ops)
+        quantizer = MatMulNBitsQuantizer(
+            proto,
+            bits=4,
+            block_size=block_size,
+            is_symmetric=False,
+            accuracy_level=accuracy_level,
+            algo_config=config,
+            op_types_to_quantize=ops,
+        )
         quantizer.process()
     return quantizer.model.model

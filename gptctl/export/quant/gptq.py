@@ -8,8 +8,6 @@ ONNX Runtime's own GPTQ needs Intel neural-compressor (not a gptctl dependency);
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from gptctl.export.quant.search import symmetric_search
@@ -18,8 +16,9 @@ DAMPING = 0.01  # of the mean diagonal of H, added to it: GPTQ's default, keeps 
 LAZY_ROWS = 128  # rows updated together before the rest of the matrix (a multiple of every block size)
 
 
-def gptq_grid(w: np.ndarray, bits: int, block_size: int, stats: Optional[dict]
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def gptq_grid(
+    w: np.ndarray, bits: int, block_size: int, stats: dict | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`rewrite.Grid` for GPTQ: w [K, N] -> (q [N, blocks, bs], scale [N, blocks], zp [N, blocks]).
 
     Without a Hessian in `stats` it is the plain symmetric search (nothing to propagate errors through).
@@ -52,8 +51,8 @@ def gptq_grid(w: np.ndarray, bits: int, block_size: int, stats: Optional[dict]
             row = i1 + i
             b, j = divmod(row, block_size)
             if j == 0:
-                group = w1[i:i + block_size].T  # [N, bs]: this block's weights as updated so far
-                weights = np.tile(imp[row:row + block_size], (n, 1))
+                group = w1[i : i + block_size].T  # [N, bs]: this block's weights as updated so far
+                weights = np.tile(imp[row : row + block_size], (n, 1))
                 _, s, z = symmetric_search(group, bits, weights)
                 scale[:, b], zp[:, b] = s, z
             s, z = scale[:, b].astype(np.float64), zp[:, b].astype(np.float64)

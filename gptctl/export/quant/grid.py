@@ -39,8 +39,9 @@ def grid_blocks(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     return q.astype(np.uint8), safe.astype(np.float32), zp.astype(np.uint8), residual
 
 
-def residual_rows(residual: np.ndarray, n: int, blocks: int, block_size: int, bits: int
-                  ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], int]:
+def residual_rows(
+    residual: np.ndarray, n: int, blocks: int, block_size: int, bits: int
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], int]:
     """The extra K rows holding each block's residual, `RESIDUAL_PASSES` times (each pass quantizes what
     the previous one left): lists of (q [n, seg/bs, bs], scale [n, seg/bs], zp [n, seg/bs]) and `seg`,
     the rows per pass (the block count rounded up to whole blocks, so the rows get their own scales)."""

@@ -29,8 +29,9 @@ def _pack(q: np.ndarray, zp: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndar
     return q.astype(np.uint8), zp.astype(np.uint8).reshape(-1)
 
 
-def quantize_matmul_weight(w: np.ndarray, bits: int, block_size: int, *, symmetric: bool = False,
-                           exact_grid: bool = True) -> dict[str, Any]:
+def quantize_matmul_weight(
+    w: np.ndarray, bits: int, block_size: int, *, symmetric: bool = False, exact_grid: bool = True
+) -> dict[str, Any]:
     """A MatMul weight [K, N] -> MatMulNBits inputs; `K` is K + number of blocks when the residual rows are used."""
     k, n = w.shape
     blocks = -(-k // block_size)
@@ -49,8 +50,15 @@ def quantize_matmul_weight(w: np.ndarray, bits: int, block_size: int, *, symmetr
     ss.insert(0, scale.reshape(n, blocks))
     zs.insert(0, zp.reshape(n, blocks))
     b, zpp = _pack(np.concatenate(qs, axis=1), np.concatenate(zs, axis=1), bits)
-    return {"B": b, "scales": np.concatenate(ss, axis=1).reshape(-1).astype(np.float32), "zero_points": zpp,
-            "K": k + RESIDUAL_PASSES * seg, "blocks": blocks, "segment": seg, "residual": True}
+    return {
+        "B": b,
+        "scales": np.concatenate(ss, axis=1).reshape(-1).astype(np.float32),
+        "zero_points": zpp,
+        "K": k + RESIDUAL_PASSES * seg,
+        "blocks": blocks,
+        "segment": seg,
+        "residual": True,
+    }
 
 
 def dequantize(parts: dict[str, Any], k: int, n: int, bits: int, block_size: int) -> np.ndarray:
@@ -103,23 +111,45 @@ class _BlockSums:
             e = np.zeros((k, RESIDUAL_PASSES * seg), np.float32)
             for r in range(RESIDUAL_PASSES):
                 for b in range(blocks):
-                    e[b * bs:(b + 1) * bs, r * seg + b] = 1.0
+                    e[b * bs : (b + 1) * bs, r * seg + b] = 1.0
             ind = quantize_matmul_weight(e, 4, bs, exact_grid=False)
-            self.inits.extend([numpy_helper.from_array(ind["B"], p + "/sum_blocks"),
-                               numpy_helper.from_array(ind["scales"], p + "/sum_blocks_scales"),
-                               numpy_helper.from_array(ind["zero_points"], p + "/sum_blocks_zp")])
-            self.nodes.extend([
-                helper.make_node("MatMulNBits", [x, p + "/sum_blocks", p + "/sum_blocks_scales", p + "/sum_blocks_zp"],
-                                 [p + "/sums"], domain="com.microsoft", K=k, N=e.shape[1], bits=4, block_size=bs,
-                                 accuracy_level=0),
-                helper.make_node("Concat", [x, p + "/sums"], [p + "/augmented"], axis=-1),
-            ])
+            self.inits.extend(
+                [
+                    numpy_helper.from_array(ind["B"], p + "/sum_blocks"),
+                    numpy_helper.from_array(ind["scales"], p + "/sum_blocks_scales"),
+                    numpy_helper.from_array(ind["zero_points"], p + "/sum_blocks_zp"),
+                ]
+            )
+            self.nodes.extend(
+                [
+                    helper.make_node(
+                        "MatMulNBits",
+                        [x, p + "/sum_blocks", p + "/sum_blocks_scales", p + "/sum_blocks_zp"],
+                        [p + "/sums"],
+                        domain="com.microsoft",
+                        K=k,
+                        N=e.shape[1],
+                        bits=4,
+                        block_size=bs,
+                        accuracy_level=0,
+                    ),
+                    helper.make_node("Concat", [x, p + "/sums"], [p + "/augmented"], axis=-1),
+                ]
+            )
             self.augmented[key] = p + "/augmented"
         return self.augmented[key]
 
 
-def replace_matmuls(proto: Any, *, bits: int, block_size: int, accuracy_level: int, bits_for: dict[str, int] | None = None,
-                    symmetric_for: frozenset[str] | set[str] = frozenset(), exact_grid: bool = True) -> dict[str, Any]:
+def replace_matmuls(
+    proto: Any,
+    *,
+    bits: int,
+    block_size: int,
+    accuracy_level: int,
+    bits_for: dict[str, int] | None = None,
+    symmetric_for: frozenset[str] | set[str] = frozenset(),
+    exact_grid: bool = True,
+) -> dict[str, Any]:
     """Replace every MatMul whose B is a 2-D float initializer by MatMulNBits; return a report.
 
     `bits_for` overrides the width of given weights (the LM head at 8 bits); `symmetric_for` names weights
@@ -147,12 +177,30 @@ def replace_matmuls(proto: Any, *, bits: int, block_size: int, accuracy_level: i
         nbits = (bits_for or {}).get(weight, bits)
         parts = quantize_matmul_weight(w, nbits, block_size, symmetric=weight in symmetric_for, exact_grid=exact_grid)
         base = f"{weight}_Q{nbits}"
-        new_inits += [numpy_helper.from_array(parts["B"], base), numpy_helper.from_array(parts["scales"], base + "_scales"),
-                      numpy_helper.from_array(parts["zero_points"], base + "_zp")]
-        x = block_sums(node.input[0], w.shape[0], parts["blocks"], parts["segment"]) if parts["residual"] else node.input[0]
-        new_nodes.append(helper.make_node("MatMulNBits", [x, base, base + "_scales", base + "_zp"], list(node.output),
-                                          name=(node.name or weight) + "_Q", domain="com.microsoft", K=parts["K"], N=n,
-                                          bits=nbits, block_size=block_size, accuracy_level=accuracy_level))
+        new_inits += [
+            numpy_helper.from_array(parts["B"], base),
+            numpy_helper.from_array(parts["scales"], base + "_scales"),
+            numpy_helper.from_array(parts["zero_points"], base + "_zp"),
+        ]
+        x = (
+            block_sums(node.input[0], w.shape[0], parts["blocks"], parts["segment"])
+            if parts["residual"]
+            else node.input[0]
+        )
+        new_nodes.append(
+            helper.make_node(
+                "MatMulNBits",
+                [x, base, base + "_scales", base + "_zp"],
+                list(node.output),
+                name=(node.name or weight) + "_Q",
+                domain="com.microsoft",
+                K=parts["K"],
+                N=n,
+                bits=nbits,
+                block_size=block_size,
+                accuracy_level=accuracy_level,
+            )
+        )
         report["matmuls_quantized"] += 1
         report["exact_grid" if parts["residual"] else "rtn"] += 1
         report["weights"][weight] = nbits

@@ -21,5 +21,8 @@ def use_more_bits(layer: int, layers: int) -> bool:
 def promoted_weights(names: dict[str, dict[str, Any]]) -> list[str]:
     """The weights (from `rewrite.weight_names`) that Q4_K_M's rule puts at more bits, in graph order."""
     layers = 1 + max((v["layer"] for v in names.values() if v["layer"] is not None), default=-1)
-    return [w for w, v in names.items()
-            if v["kind"] in PROMOTED_KINDS and v["layer"] is not None and use_more_bits(v["layer"], layers)]
+    return [
+        w
+        for w, v in names.items()
+        if v["kind"] in PROMOTED_KINDS and v["layer"] is not None and use_more_bits(v["layer"], layers)
+    ]

@@ -9,10 +9,9 @@ at 8 bits (`tied`), and writes each weight's choice and its measured error into 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
-
-import numpy as np
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -30,7 +29,7 @@ class PlannedQuant:
     def uses_calibration(self) -> bool:
         return self.calibration != "none"
 
-    def quantize(self, proto: Any, opts: Any, calibration: Optional[Sequence[Any]] = None) -> tuple[Any, dict[str, Any]]:
+    def quantize(self, proto: Any, opts: Any, calibration: Sequence[Any] | None = None) -> tuple[Any, dict[str, Any]]:
         """Quantize `proto` (changed in place); `calibration`: tokenised samples (gptctl.evaluation) or None."""
         from gptctl.export.quant.matmulnbits import ACCURACY_LEVEL, lm_head_weight
         from gptctl.export.quant.rewrite import apply_plan, weight_names
@@ -52,14 +51,14 @@ class PlannedQuant:
             embedding = any(n.op_type == "GatherBlockQuantized" for n in proto.graph.node)
         return proto, self._report(report, names, head, tied, promoted, stats, embedding, block_size, ACCURACY_LEVEL)
 
-    def _stats(self, proto: Any, calibration: Optional[Sequence[Any]]) -> Any:
+    def _stats(self, proto: Any, calibration: Sequence[Any] | None) -> Any:
         if not calibration or not self.uses_calibration:
             return None
         from gptctl.export.quant.calibration import collect_stats
 
         return collect_stats(proto, calibration, hessian=self.grid == "gptq")
 
-    def _share_tied(self, proto: Any, head: Optional[str], names: dict, block_size: int, stats: Any):
+    def _share_tied(self, proto: Any, head: str | None, names: dict, block_size: int, stats: Any):
         from gptctl.export.quant.matmulnbits import ACCURACY_LEVEL
         from gptctl.export.quant.search import symmetric_search
         from gptctl.export.quant.tied import share_tied
@@ -67,10 +66,16 @@ class PlannedQuant:
         if head is None or head not in names:
             return None
         importance = stats.importance.get(head) if stats is not None else None
-        return share_tied(proto, head, block_size=block_size, accuracy_level=ACCURACY_LEVEL,
-                          row_grid=symmetric_search, importance=importance)
+        return share_tied(
+            proto,
+            head,
+            block_size=block_size,
+            accuracy_level=ACCURACY_LEVEL,
+            row_grid=symmetric_search,
+            importance=importance,
+        )
 
-    def _plan(self, names: dict, head: Optional[str], tied: bool, opts: Any) -> tuple[dict, list[str]]:
+    def _plan(self, names: dict, head: str | None, tied: bool, opts: Any) -> tuple[dict, list[str]]:
         from gptctl.export.quant.mixed import promoted_weights
         from gptctl.export.quant.rewrite import WeightPlan
 
@@ -89,17 +94,33 @@ class PlannedQuant:
             plan[weight] = WeightPlan(bits, grid, grid_name, grid_name != "asymmetric")
         return plan, promoted
 
-    def _report(self, report: dict, names: dict, head: Optional[str], tied: Optional[dict], promoted: list[str],
-                stats: Any, embedding: bool, block_size: int, accuracy_level: int) -> dict[str, Any]:
+    def _report(
+        self,
+        report: dict,
+        names: dict,
+        head: str | None,
+        tied: dict | None,
+        promoted: list[str],
+        stats: Any,
+        embedding: bool,
+        block_size: int,
+        accuracy_level: int,
+    ) -> dict[str, Any]:
         weights = report["weights"]
         for weight, choice in weights.items():
             choice.update({"layer": names[weight]["layer"], "kind": names[weight]["kind"]})
         eight = [w for w, c in weights.items() if c["bits"] == 8]
         return {
-            "method": self.name, "bits": self.bits, "block_size": block_size, "accuracy_level": accuracy_level,
-            "op": "MatMulNBits", "grid": self.grid, "symmetric": self.grid != "asymmetric",
+            "method": self.name,
+            "bits": self.bits,
+            "block_size": block_size,
+            "accuracy_level": accuracy_level,
+            "op": "MatMulNBits",
+            "grid": self.grid,
+            "symmetric": self.grid != "asymmetric",
             "matmuls_quantized": report["matmuls_quantized"] + (1 if tied else 0),
-            "matmuls_total": len(names), "exact_grid_weights": report["exact_grid"],
+            "matmuls_total": len(names),
+            "exact_grid_weights": report["exact_grid"],
             "searched_weights": report["searched"],
             "lm_head_quantized": bool(head and (tied or head in weights)),
             "lm_head_bits": 8 if tied else (weights[head]["bits"] if head in weights else None),

@@ -35,21 +35,36 @@ class QuantMethodSpec:
 QUANT_METHODS: dict[str, QuantMethodSpec] = {
     spec.name: spec
     for spec in (
-        QuantMethodSpec("int8", "gptctl.export.quant.planned:INT8",
-                        "weight-only int8 MatMulNBits, symmetric, scales searched per block (errors weighted by "
-                        "calibration activations)"),
-        QuantMethodSpec("int4", "gptctl.export.quant.planned:INT4",
-                        "weight-only int4 MatMulNBits, symmetric (pruned zeros stay exact), scales searched per block "
-                        "with errors weighted by calibration activations; weights already on a 4-bit grid (GGUF Q4) "
-                        "kept exactly; a tied embedding/LM head stored once at 8 bits"),
-        QuantMethodSpec("int4-mixed", "gptctl.export.quant.planned:INT4_MIXED",
-                        "int4 with llama.cpp Q4_K_M's 8-bit tensors (attention V and MLP down in the first and last "
-                        "eighth of the layers and every third between)"),
-        QuantMethodSpec("int4-gptq", "gptctl.export.quant.planned:INT4_GPTQ",
-                        "int4 by GPTQ (rounding errors pushed onto later inputs through calibration Hessians); "
-                        "needs --calibration-data"),
-        QuantMethodSpec("int4-rtn", "gptctl.export.quant.rtn:INT4",
-                        "the former int4: asymmetric round-to-nearest, 4-bit embedding and a separate 8-bit LM head"),
+        QuantMethodSpec(
+            "int8",
+            "gptctl.export.quant.planned:INT8",
+            "weight-only int8 MatMulNBits, symmetric, scales searched per block (errors weighted by "
+            "calibration activations)",
+        ),
+        QuantMethodSpec(
+            "int4",
+            "gptctl.export.quant.planned:INT4",
+            "weight-only int4 MatMulNBits, symmetric (pruned zeros stay exact), scales searched per block "
+            "with errors weighted by calibration activations; weights already on a 4-bit grid (GGUF Q4) "
+            "kept exactly; a tied embedding/LM head stored once at 8 bits",
+        ),
+        QuantMethodSpec(
+            "int4-mixed",
+            "gptctl.export.quant.planned:INT4_MIXED",
+            "int4 with llama.cpp Q4_K_M's 8-bit tensors (attention V and MLP down in the first and last "
+            "eighth of the layers and every third between)",
+        ),
+        QuantMethodSpec(
+            "int4-gptq",
+            "gptctl.export.quant.planned:INT4_GPTQ",
+            "int4 by GPTQ (rounding errors pushed onto later inputs through calibration Hessians); "
+            "needs --calibration-data",
+        ),
+        QuantMethodSpec(
+            "int4-rtn",
+            "gptctl.export.quant.rtn:INT4",
+            "the former int4: asymmetric round-to-nearest, 4-bit embedding and a separate 8-bit LM head",
+        ),
     )
 }
 # Methods that cannot run without --calibration-data (checked before any model loads).

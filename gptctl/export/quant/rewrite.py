@@ -8,16 +8,17 @@ on a 4-bit grid (GGUF-origin weights) still go through `matmulnbits.quantize_mat
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 
 from gptctl.export.quant.grid import grid_blocks
 from gptctl.export.quant.matmulnbits import _BlockSums, _pack, quantize_matmul_weight
 
-# grid(w [K, N] padded to whole blocks, bits, block_size, stats) -> (q [N, blocks, bs], scale [N, blocks], zp [N, blocks])
-Grid = Callable[[np.ndarray, int, int, Optional[dict]], tuple[np.ndarray, np.ndarray, np.ndarray]]
+# grid(w [K, N] padded to whole blocks, bits, block_size, stats) -> (q [N, blocks, bs], scale [N, blocks], zp [N, blocks])  # noqa: E501
+Grid = Callable[[np.ndarray, int, int, dict | None], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 _LAYER = re.compile(r"(?:layers|h|layer|blocks)[./](\d+)[./]")
 _KIND = re.compile(r"/([A-Za-z0-9_]+)/MatMul(?:_\d+)?$")
@@ -45,9 +46,12 @@ def weight_names(proto: Any, min_k: int) -> dict[str, dict[str, Any]]:
             continue
         layer = _LAYER.search(node.name or "")
         kind = _KIND.search(node.name or "")
-        found[node.input[1]] = {"layer": int(layer.group(1)) if layer else None,
-                                "kind": kind.group(1) if kind else (node.name or node.input[1]),
-                                "K": int(t.dims[0]), "N": int(t.dims[1])}
+        found[node.input[1]] = {
+            "layer": int(layer.group(1)) if layer else None,
+            "kind": kind.group(1) if kind else (node.name or node.input[1]),
+            "K": int(t.dims[0]),
+            "N": int(t.dims[1]),
+        }
     return found
 
 
@@ -63,13 +67,13 @@ def block_rows(w: np.ndarray, block_size: int) -> tuple[np.ndarray, int]:
 def rows_grid(fn: Callable) -> Grid:
     """A Grid from a row function fn(rows, bits, importance rows) (the `search` module's signature)."""
 
-    def grid(w: np.ndarray, bits: int, block_size: int, stats: Optional[dict]):
+    def grid(w: np.ndarray, bits: int, block_size: int, stats: dict | None):
         rows, blocks = block_rows(w, block_size)
         n = w.shape[1]
         importance = None
         if stats is not None and stats.get("importance") is not None:
             imp = np.zeros(blocks * block_size)
-            imp[:w.shape[0]] = stats["importance"]
+            imp[: w.shape[0]] = stats["importance"]
             # Floor: a channel never seen active still counts a little (its weight is not free).
             imp = np.maximum(imp, 1e-6 * max(float(imp.max()), 1e-12))
             importance = np.tile(imp.reshape(blocks, block_size), (n, 1))
@@ -86,7 +90,7 @@ def dequantize_parts(q: np.ndarray, scale: np.ndarray, zp: np.ndarray, k: int) -
     return w.reshape(n, -1)[:, :k].T
 
 
-def relative_error(w: np.ndarray, wq: np.ndarray, figures: Optional[dict]) -> float:
+def relative_error(w: np.ndarray, wq: np.ndarray, figures: dict | None) -> float:
     """|W - Wq|^2 / |W|^2, each input channel weighted by its mean squared activation when calibrated: the
     share of the layer's output energy the grid loses (rounded to 4 significant digits for the manifest)."""
     imp = np.ones(w.shape[0]) if not figures or figures.get("importance") is None else figures["importance"]
@@ -95,7 +99,7 @@ def relative_error(w: np.ndarray, wq: np.ndarray, figures: Optional[dict]) -> fl
     return float(f"{num / den:.4g}") if den > 0 else 0.0
 
 
-def _exact_parts(w: np.ndarray, block_size: int) -> Optional[dict[str, Any]]:
+def _exact_parts(w: np.ndarray, block_size: int) -> dict[str, Any] | None:
     """The exact 4-bit repack when every block of `w` is already on a 4-bit grid (GGUF-origin), else None."""
     if w.shape[0] % block_size:
         return None
@@ -105,8 +109,15 @@ def _exact_parts(w: np.ndarray, block_size: int) -> Optional[dict[str, Any]]:
     return quantize_matmul_weight(w, 4, block_size, exact_grid=True)
 
 
-def apply_plan(proto: Any, plan: dict[str, WeightPlan], *, block_size: int, accuracy_level: int,
-               stats: Any = None, exact_grid: bool = True) -> dict[str, Any]:
+def apply_plan(
+    proto: Any,
+    plan: dict[str, WeightPlan],
+    *,
+    block_size: int,
+    accuracy_level: int,
+    stats: Any = None,
+    exact_grid: bool = True,
+) -> dict[str, Any]:
     """Replace the MatMuls whose weights `plan` names by MatMulNBits; return a report per weight.
 
     `stats`: gptctl.export.quant.calibration.ActivationStats or None. `exact_grid`: 4-bit weights
@@ -136,27 +147,50 @@ def apply_plan(proto: Any, plan: dict[str, WeightPlan], *, block_size: int, accu
             figures = _stats_for(stats, weight)
             q, scale, zp = choice.grid(w, choice.bits, block_size, figures)
             b, zpp = _pack(q, zp, choice.bits)
-            parts = {"B": b, "scales": scale.reshape(-1).astype(np.float32), "zero_points": zpp, "K": k,
-                     "blocks": q.shape[1], "residual": False,
-                     "rel_error": relative_error(w, dequantize_parts(q, scale, zp, k), figures)}
+            parts = {
+                "B": b,
+                "scales": scale.reshape(-1).astype(np.float32),
+                "zero_points": zpp,
+                "K": k,
+                "blocks": q.shape[1],
+                "residual": False,
+                "rel_error": relative_error(w, dequantize_parts(q, scale, zp, k), figures),
+            }
         base = f"{weight}_Q{choice.bits}"
-        new_inits += [numpy_helper.from_array(parts["B"], base), numpy_helper.from_array(parts["scales"], base + "_scales"),
-                      numpy_helper.from_array(parts["zero_points"], base + "_zp")]
+        new_inits += [
+            numpy_helper.from_array(parts["B"], base),
+            numpy_helper.from_array(parts["scales"], base + "_scales"),
+            numpy_helper.from_array(parts["zero_points"], base + "_zp"),
+        ]
         x = block_sums(node.input[0], k, parts["blocks"], parts["segment"]) if parts["residual"] else node.input[0]
-        new_nodes.append(helper.make_node("MatMulNBits", [x, base, base + "_scales", base + "_zp"], list(node.output),
-                                          name=(node.name or weight) + "_Q", domain="com.microsoft", K=parts["K"], N=n,
-                                          bits=choice.bits, block_size=block_size, accuracy_level=accuracy_level))
+        new_nodes.append(
+            helper.make_node(
+                "MatMulNBits",
+                [x, base, base + "_scales", base + "_zp"],
+                list(node.output),
+                name=(node.name or weight) + "_Q",
+                domain="com.microsoft",
+                K=parts["K"],
+                N=n,
+                bits=choice.bits,
+                block_size=block_size,
+                accuracy_level=accuracy_level,
+            )
+        )
         report["matmuls_quantized"] += 1
         report["exact_grid" if parts["residual"] else "searched"] += 1
-        report["weights"][weight] = {"bits": choice.bits, "grid": "exact" if parts["residual"] else choice.grid_name,
-                                     "rel_error": parts.get("rel_error", 0.0)}
+        report["weights"][weight] = {
+            "bits": choice.bits,
+            "grid": "exact" if parts["residual"] else choice.grid_name,
+            "rel_error": parts.get("rel_error", 0.0),
+        }
         if users.get(weight, 0) == 1:
             drop.add(weight)
     _replace(proto, new_nodes, new_inits, drop)
     return report
 
 
-def _stats_for(stats: Any, weight: str) -> Optional[dict]:
+def _stats_for(stats: Any, weight: str) -> dict | None:
     if stats is None or weight not in stats.importance:
         return None
     return {"importance": stats.importance[weight], "hessian": stats.hessian.get(weight)}

@@ -31,8 +31,9 @@ def _levels(x: np.ndarray, scale: np.ndarray, zp: np.ndarray, top: int) -> np.nd
     return np.clip(np.rint(x / safe[:, None]) + zp[:, None], 0, top)
 
 
-def symmetric_search(x: np.ndarray, bits: int, importance: np.ndarray | None = None
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def symmetric_search(
+    x: np.ndarray, bits: int, importance: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Blocks `x` [blocks, block_size] on a symmetric grid: (q uint8, scale float32, zero point uint8 = 2^(bits-1)).
 
     `importance` [blocks, block_size] (or None: uniform) weighs each weight's squared error.
@@ -57,8 +58,9 @@ def symmetric_search(x: np.ndarray, bits: int, importance: np.ndarray | None = N
     return q.astype(np.uint8), scale.astype(np.float32), zp.astype(np.uint8)
 
 
-def asymmetric_search(x: np.ndarray, bits: int, importance: np.ndarray | None = None
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def asymmetric_search(
+    x: np.ndarray, bits: int, importance: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Blocks on an asymmetric grid (integer zero points), the range shrunk where that lowers the error."""
     x = x.astype(np.float64)
     top = (1 << bits) - 1

@@ -9,12 +9,13 @@ serves both; a Reshape (constant-folded by ONNX Runtime at load) gives MatMulNBi
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 
-def find_tied(proto: Any, head: Optional[str]) -> Optional[tuple[Any, str]]:
+def find_tied(proto: Any, head: str | None) -> tuple[Any, str] | None:
     """(the Gather node reading the embedding, its table name) when the LM head `head` is its transpose."""
     from onnx import numpy_helper
 
@@ -32,8 +33,9 @@ def find_tied(proto: Any, head: Optional[str]) -> Optional[tuple[Any, str]]:
     return None
 
 
-def share_tied(proto: Any, head: str, *, block_size: int, accuracy_level: int,
-               row_grid: Callable, importance: Optional[np.ndarray]) -> Optional[dict[str, Any]]:
+def share_tied(
+    proto: Any, head: str, *, block_size: int, accuracy_level: int, row_grid: Callable, importance: np.ndarray | None
+) -> dict[str, Any] | None:
     """Quantize a tied embedding/head once at 8 bits (`row_grid(rows, bits, importance)`, symmetric
     search); rewrite the Gather and the head MatMul to read it. None (graph untouched) when not tied."""
     from onnx import helper, numpy_helper
@@ -51,25 +53,49 @@ def share_tied(proto: Any, head: str, *, block_size: int, accuracy_level: int,
     blocks = hidden // block_size
     imp = None
     if importance is not None:
-        imp = np.tile(np.maximum(importance, 1e-6 * max(float(importance.max()), 1e-12)).reshape(blocks, block_size),
-                      (vocab, 1))
+        imp = np.tile(
+            np.maximum(importance, 1e-6 * max(float(importance.max()), 1e-12)).reshape(blocks, block_size), (vocab, 1)
+        )
     q, scale, zp = row_grid(table.reshape(vocab * blocks, block_size), 8, imp)
     p = "gptctl/tied"
-    new_inits = [numpy_helper.from_array(q.reshape(vocab, hidden), p + "/table_Q8"),
-                 numpy_helper.from_array(scale.reshape(vocab, blocks).astype(np.float32), p + "/scales"),
-                 numpy_helper.from_array(zp.reshape(vocab, blocks), p + "/zp"),
-                 numpy_helper.from_array(np.array([vocab, blocks, block_size], np.int64), p + "/b_shape")]
+    new_inits = [
+        numpy_helper.from_array(q.reshape(vocab, hidden), p + "/table_Q8"),
+        numpy_helper.from_array(scale.reshape(vocab, blocks).astype(np.float32), p + "/scales"),
+        numpy_helper.from_array(zp.reshape(vocab, blocks), p + "/zp"),
+        numpy_helper.from_array(np.array([vocab, blocks, block_size], np.int64), p + "/b_shape"),
+    ]
     nodes = []
     for node in graph.node:
         if node is gather:
-            nodes.append(helper.make_node("GatherBlockQuantized", [p + "/table_Q8", node.input[1], p + "/scales", p + "/zp"],
-                                          list(node.output), name=(node.name or "embed") + "_Q8", domain="com.microsoft",
-                                          bits=8, block_size=block_size, gather_axis=0, quantize_axis=1))
+            nodes.append(
+                helper.make_node(
+                    "GatherBlockQuantized",
+                    [p + "/table_Q8", node.input[1], p + "/scales", p + "/zp"],
+                    list(node.output),
+                    name=(node.name or "embed") + "_Q8",
+                    domain="com.microsoft",
+                    bits=8,
+                    block_size=block_size,
+                    gather_axis=0,
+                    quantize_axis=1,
+                )
+            )
         elif node.op_type == "MatMul" and len(node.input) == 2 and node.input[1] == head:
             nodes.append(helper.make_node("Reshape", [p + "/table_Q8", p + "/b_shape"], [p + "/head_B"]))
-            nodes.append(helper.make_node("MatMulNBits", [node.input[0], p + "/head_B", p + "/scales", p + "/zp"],
-                                          list(node.output), name=(node.name or "lm_head") + "_Q8", domain="com.microsoft",
-                                          K=hidden, N=vocab, bits=8, block_size=block_size, accuracy_level=accuracy_level))
+            nodes.append(
+                helper.make_node(
+                    "MatMulNBits",
+                    [node.input[0], p + "/head_B", p + "/scales", p + "/zp"],
+                    list(node.output),
+                    name=(node.name or "lm_head") + "_Q8",
+                    domain="com.microsoft",
+                    K=hidden,
+                    N=vocab,
+                    bits=8,
+                    block_size=block_size,
+                    accuracy_level=accuracy_level,
+                )
+            )
         else:
             nodes.append(node)
     del graph.node[:]
