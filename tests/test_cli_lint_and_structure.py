@@ -60,7 +60,8 @@ def test_catalog_modules_import_each_other_without_a_cycle():
 def test_long_functions_are_split_into_named_steps(module, function, most):
     lengths = _functions(ROOT / module)
     assert lengths[function] <= most, f"{function} is {lengths[function]} lines"
-    assert max(lengths.values()) < 80, {k: v for k, v in lengths.items() if v >= 80}
+    # The rule: no library function of 100 lines or more (tests/test_layering.py checks all of them).
+    assert max(lengths.values()) < 100, {k: v for k, v in lengths.items() if v >= 100}
 
 
 def test_ruff_is_configured_in_pyproject():

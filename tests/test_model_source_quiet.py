@@ -28,7 +28,11 @@ def spy(monkeypatch):
 
         monkeypatch.setattr(cls, "from_pretrained", classmethod(wrapped))
     hf_logging.enable_progress_bar()
-    return seen
+    # Another test in this worker may have run a CLI command that sets transformers' verbosity to error.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()
+    yield seen
+    hf_logging.set_verbosity(verbosity)
 
 
 def test_loads_are_quiet_in_scope_and_restore_after(spy, tiny_llama, caplog):

@@ -91,8 +91,8 @@ def test_quickstart_trimmed_on_real_smollm2(tmp_path):
     result = run(RECIPES / "quickstart.yaml", "--workdir", tmp_path / "qs", *QUICKSTART_CI)
     data = json.loads(result.stdout) if result.stdout.strip() else {}
     assert result.exit_code == 0, result.stderr + json.dumps(data.get("gates"), indent=1)
-    assert [s["status"] for s in data["steps"]] == ["ran"] * 4
-    pick, tune, prune, ship = data["steps"]
+    assert [s["status"] for s in data["steps"]] == ["ran"] * 5  # pick, tune, prune, ship, canary
+    pick, tune, prune, ship, _canary = data["steps"]
     assert pick["metrics"]["model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert tune["metrics"]["ppl_after"] < tune["metrics"]["ppl_before"]
     assert ship["benchmark"]["cpu"]["available"] is True

@@ -81,4 +81,4 @@ class RoundToNearest:
 
 
 INT8 = RoundToNearest("int8", bits=8, quantize_embedding=False, exact_grid=False)  # the grid is 4-bit
-INT4 = RoundToNearest("int4", bits=4, quantize_embedding=True, exact_grid=True)
+INT4 = RoundToNearest("int4-rtn", bits=4, quantize_embedding=True, exact_grid=True)
