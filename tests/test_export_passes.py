@@ -3,6 +3,7 @@ nothing written outside --output."""
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -154,12 +155,19 @@ def test_every_registered_method_loads_and_options_accept_exactly_the_registry()
     from gptctl.errors import BadInput
     from gptctl.export.options import ExportOptions
     from gptctl.export.quant import QUANT_CHOICES, QUANT_METHODS, load_method
+    from gptctl.export.quant.registry import REQUIRES_CALIBRATION
     from gptctl.options import parse_options
 
     for name in QUANT_METHODS:
         assert load_method(name).name == name
     for choice in QUANT_CHOICES:
-        assert parse_options(ExportOptions, {"model": "m", "output": "o", "quantize": choice}).quantize == choice
+        extra = (
+            {"calibration_data": str(Path(__file__).parents[1] / "recipes/data/pharmacy-notes.txt")}
+            if choice in REQUIRES_CALIBRATION
+            else {}
+        )
+        opts = parse_options(ExportOptions, {"model": "m", "output": "o", "quantize": choice, **extra})
+        assert opts.quantize == choice
     with pytest.raises(BadInput, match="quantize"):
         parse_options(ExportOptions, {"model": "m", "output": "o", "quantize": "int3"})
     with pytest.raises(KeyError, match="int4"):
