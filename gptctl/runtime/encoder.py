@@ -16,13 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from gptctl.errors import BadInput, CheckFailed
+from gptctl.errors import BadInput
 
 ENCODER_TASKS = ("feature-extraction",)
 # Inputs `encoder_feeds` knows how to fill; any other declared input is named in the error.
 KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
 # What ONNX Runtime says when the file itself is the problem, not the provider (as gptctl.runtime.session).
-_UNREADABLE = ("INVALID_PROTOBUF", "NO_SUCHFILE", "Protobuf parsing failed", "external data", "External data")
 
 
 def is_encoder_task(task: str | None) -> bool:
@@ -79,23 +78,9 @@ class OrtEncoder:
             BadInput: the file is missing or not a readable ONNX model, or it declares inputs gptctl cannot fill.
             CheckFailed: the provider did not become the session's active provider (the reason says why).
         """
-        from gptctl.runtime.providers import create_session, device_of
+        from gptctl.runtime.providers import device_of, open_session
 
-        path = Path(path)
-        if not path.is_file():
-            raise BadInput(
-                f"{path}: {'is a directory, not' if path.is_dir() else 'no such'} ONNX file",
-                "pass the model.onnx of a `gptctl export --task feature-extraction` output",
-            )
-        session, info = create_session(str(path), provider, threads=threads)
-        if session is None:
-            reason = str(info["reason"])
-            if any(mark in reason for mark in _UNREADABLE):
-                raise BadInput(
-                    f"{path} is not a readable ONNX model (truncated or corrupt?): {reason}",
-                    "export it again, or copy the whole file (and the .onnx_data beside it)",
-                )
-            raise CheckFailed(reason, f"open it with another provider than {provider!r}, or fix the provider's setup")
+        session, info = open_session(path, provider, threads=threads, what="`gptctl export --task feature-extraction`")
         try:
             return cls(session, device=device_of(provider)), info
         except ValueError as exc:

@@ -221,3 +221,36 @@ def check_required(probes: dict[str, dict[str, Any]], required: list[str]) -> No
             "run on a machine where it initialises (GPU, drivers, CUDA/cuDNN/TensorRT libraries), or drop --require-provider",  # noqa: E501
             details=details,
         )
+
+
+# ONNX Runtime's words for a file it cannot parse: bad input (exit 2), not a provider failure.
+_UNREADABLE = ("INVALID_PROTOBUF", "NO_SUCHFILE", "Protobuf parsing failed", "external data", "External data")
+
+
+def open_session(path: Any, provider: str, *, threads: int | None, what: str) -> tuple[Any, dict[str, Any]]:
+    """A session on an exported graph file, or one clear error: `what` names the export that makes it.
+
+    Raises:
+        BadInput: the file is missing, not a file, or not a readable ONNX model (truncated, corrupt).
+        CheckFailed: the provider did not become the session's active provider (the reason says why).
+    """
+    from pathlib import Path
+
+    from gptctl.errors import BadInput
+
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(
+            f"{path}: {'is a directory, not' if path.is_dir() else 'no such'} ONNX file",
+            f"pass the model.onnx of a {what} output",
+        )
+    session, info = create_session(str(path), provider, threads=threads)
+    if session is None:
+        reason = str(info["reason"])
+        if any(mark in reason for mark in _UNREADABLE):
+            raise BadInput(
+                f"{path} is not a readable ONNX model (truncated or corrupt?): {reason}",
+                "export it again, or copy the whole file (and the .onnx_data beside it)",
+            )
+        raise CheckFailed(reason, f"open it with another provider than {provider!r}, or fix the provider's setup")
+    return session, info

@@ -22,11 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from gptctl.errors import BadInput, CheckFailed
-
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 # What ONNX Runtime says when the file itself is the problem, not the provider.
-_UNREADABLE = ("INVALID_PROTOBUF", "NO_SUCHFILE", "Protobuf parsing failed", "external data", "External data")
 
 
 def positions_from_mask(attention_mask: np.ndarray, seq: int) -> np.ndarray:
@@ -103,23 +100,9 @@ class OrtCausalLM:
             BadInput: the file is missing, not a file, or not a readable ONNX model (truncated, corrupt).
             CheckFailed: the provider did not become the session's active provider (the reason says why).
         """
-        from gptctl.runtime.providers import create_session, device_of
+        from gptctl.runtime.providers import device_of, open_session
 
-        path = Path(path)
-        if not path.is_file():
-            raise BadInput(
-                f"{path}: {'is a directory, not' if path.is_dir() else 'no such'} ONNX file",
-                "pass the model.onnx of a `gptctl export` output",
-            )
-        session, info = create_session(str(path), provider, threads=threads)
-        if session is None:
-            reason = str(info["reason"])
-            if any(mark in reason for mark in _UNREADABLE):
-                raise BadInput(
-                    f"{path} is not a readable ONNX model (truncated or corrupt?): {reason}",
-                    "export it again, or copy the whole file (and the .onnx_data beside it)",
-                )
-            raise CheckFailed(reason, f"open it with another provider than {provider!r}, or fix the provider's setup")
+        session, info = open_session(path, provider, threads=threads, what="`gptctl export`")
         return cls(session, device=device_of(provider), **kwargs), info
 
     # -- one forward pass -------------------------------------------------------------------------
