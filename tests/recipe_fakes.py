@@ -64,7 +64,10 @@ def _write(run: StepRun, step: str, metrics: dict, extra: dict | None = None) ->
     opts = run.options
     with atomic_output_dir(run.output) as work:
         (work / "weights.bin").write_text(
-            json.dumps({"input": _content(opts.model), "options": opts.model_dump(exclude={"output", "overwrite"})})
+            # The input enters by content, not path: a result does not depend on where the workdir is.
+            json.dumps(
+                {"input": _content(opts.model), "options": opts.model_dump(exclude={"output", "overwrite", "model"})}
+            )
         )
         if opts.sleep:
             (work / "half-written.bin").write_text("x")

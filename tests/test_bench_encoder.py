@@ -140,3 +140,24 @@ def test_export_encoder_refused_before_the_model_loads(tiny_model_factory, tmp_p
         export_model(
             {"model": str(tiny_model_factory("bert")), "output": str(tmp_path / "o"), "task": "text-generation"}
         )
+
+
+def test_bench_table_puts_onnx_runtime_and_pytorch_side_by_side(bench, monkeypatch):
+    # One row per backend, each with its own latency and sequences/s in every batch x length cell.
+    from rich.console import Console
+
+    from gptctl.cli import common
+    from gptctl.cli import export as export_cli
+
+    console = Console(record=True, width=600)
+    monkeypatch.setattr(common, "out", console)
+    monkeypatch.setattr(export_cli, "out", console)
+    export_cli.render_benchmark(bench)
+    lines = console.export_text().splitlines()
+    for backend in ("cpu", "pytorch"):
+        row = next((line for line in lines if line.strip("│ ").startswith(backend)), None)
+        assert row is not None, f"no {backend} row:\n" + "\n".join(lines)
+        for key in CELLS:
+            cell = bench[backend]["encoder_ms"][key]
+            assert export_cli._fmt(cell["sequences_per_s"], ".1f") in row
+            assert export_cli._fmt(cell["p50"], ".2f") in row

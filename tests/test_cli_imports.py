@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-HEAVY = ("torch", "transformers", "peft", "optimum", "onnxruntime")
+HEAVY = ("torch", "transformers", "peft", "optimum", "onnxruntime", "optuna", "ray", "plotly")
 
 PROBE = r"""
 import atexit, json, sys
@@ -48,6 +48,7 @@ def imported_by(args, **env):
         (["catalog", "show", "microsoft/biogpt"], 0),
         (["catalog", "validate", "builtin"], 0),
         (["select", "--help"], 0),
+        (["tune", "--help"], 0),
     ],
 )
 def test_light_commands_do_not_import_the_heavy_stack(args, rc):
@@ -105,7 +106,7 @@ def test_root_help_imports_no_command_module():
     assert code == 0
     loaded = {m for m in modules if m.startswith("gptctl.cli.") and m not in ("gptctl.cli.app", "gptctl.cli.common")}
     assert loaded == set(), sorted(loaded)
-    for name in ("select", "export", "bench", "run", "catalog", "optimize"):
+    for name in ("select", "export", "bench", "run", "tune", "catalog", "optimize"):
         assert name in out
 
 

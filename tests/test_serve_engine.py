@@ -309,3 +309,19 @@ def test_load_version_refuses_an_export_without_a_passing_validation(artifact, t
         assert version.engine.stats().finished == {"length": 1}  # the canary request ran
     finally:
         version.engine.stop()
+
+
+def test_batching_stays_on_for_a_graph_whose_arithmetic_amplifies_rounding(lm):
+    # Like the int4 SmolLM2 artifact (MatMulNBits accuracy_level 4): padded rows move by whole rounding steps,
+    # not by float error; a fixed 1e-4 tolerance switched batching off there.
+    from test_runtime_batch import AmplifiesRounding
+
+    from gptctl.runtime.session import OrtCausalLM
+
+    engine = make_engine(AmplifiesRounding(lm.session), max_batch=4)
+    try:
+        assert engine.batching, engine.batching_reason
+        assert "rounding noise" in engine.batching_reason and engine.stats().max_batch == 4
+    finally:
+        engine.stop()
+    assert isinstance(lm, OrtCausalLM)

@@ -70,6 +70,12 @@ LAZY_COMMANDS = {
         "module",
         "Run a YAML recipe: select -> optimize -> export, cached, resumable, with gates for CI.",
     ),
+    "tune": (
+        "gptctl.cli.tune",
+        "tune_command",
+        "module",
+        "Search a recipe's options (its `search:` block) for the Pareto front under its gates, with Optuna.",
+    ),
 }
 LAZY_GROUPS = {
     "catalog": (

@@ -40,11 +40,14 @@ def render_error(exc: GptctlError, *, json_out: bool = False, partial: dict[str,
     """Show an error and return its exit code: one sentence (plus details and hint) on stderr, and
     under `--json` also one JSON object on stdout, `{"error", "hint", "exit_code"}` plus `partial`
     (what the command had produced, e.g. a recipe summary) or the partial result the error carries."""
-    err.print(f"[bold red]error:[/] {exc.message}", highlight=False, markup=True)
+    from rich.markup import escape
+
+    # Messages and hints are text, not markup: `gptctl[ray]` or a path with brackets must print as written.
+    err.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False, markup=True)
     for line in exc.details:
         err.print(f"  {line}", highlight=False, markup=False)
     if exc.hint:
-        err.print(f"[yellow]hint:[/] {exc.hint}", highlight=False)
+        err.print(f"[yellow]hint:[/] {escape(exc.hint)}", highlight=False)
     if json_out:
         print_json({**(partial or {}), **exc.to_dict()})
     return exit_code_for(exc)

@@ -7,7 +7,10 @@ line, so adding a method touches nothing here. No torch here, nothing printed by
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import typer
@@ -21,14 +24,13 @@ HELP = "Adapt (LoRA, prompt tuning) or shrink (pruning) a causal LM; perplexity 
 
 def _runner(method: str):
     def run(values: dict[str, Any], json_out: bool) -> None:
-        _quiet_libraries()
         from gptctl.cli.progress import RichProgress
         from gptctl.optimize import optimize
         from gptctl.options import parse_options
 
         opts = parse_options(options_class(method), values, what=f"{method} options")
         main = os.environ.get("RANK", "0") == "0"  # under `accelerate launch`, only rank 0 reports
-        with RichProgress(enabled=main) as progress:
+        with RichProgress(enabled=main) as progress, _quiet_libraries():
             manifest = optimize(method, opts, progress=progress)
         if not main:
             return
@@ -55,16 +57,37 @@ def build_app() -> typer.Typer:
     return group
 
 
-def _quiet_libraries() -> None:
-    # Library chatter (advisory warnings) would drown the progress bars; progress bars of model loads are
-    # silenced in scope by gptctl.logs.quiet (model_source), which a process-wide env var would defeat in tests.
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    import warnings
+# Libraries whose advisory warnings and info chatter would drown the progress bars during a run.
+_NOISY = ("transformers", "peft", "accelerate")
 
-    warnings.filterwarnings("ignore", module="peft")
-    warnings.filterwarnings("ignore", module="transformers")
-    warnings.filterwarnings("ignore", module="accelerate")
+
+@contextlib.contextmanager
+def _quiet_libraries() -> Iterator[None]:
+    """Silence library chatter (advisory warnings, info logs) for the optimize call only; on exit every
+    environment variable, warnings filter and logger level is as it was, so the caller (a test, a recipe
+    run in the same process) still sees the warnings it should. Model-load progress bars are silenced
+    further down, in scope, by gptctl.logs.quiet (model_source)."""
+    from gptctl import logs
+
+    # transformers reads TRANSFORMERS_VERBOSITY when it configures its logger (its first import may happen
+    # inside this block) and TRANSFORMERS_NO_ADVISORY_WARNINGS at each advisory warning.
+    env = {"TRANSFORMERS_VERBOSITY": "error", "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}
+    with _environ(env), logs.quiet(*_NOISY, progress_bars=True), warnings.catch_warnings():
+        for module in _NOISY:
+            warnings.filterwarnings("ignore", module=module)
+        yield
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """Set the variables not already set (a user's own setting wins), and unset them again on exit."""
+    added = [name for name in values if name not in os.environ]
+    os.environ.update({name: values[name] for name in added})
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
 
 
 def _fmt(v: Any) -> str:

@@ -38,7 +38,7 @@ def run_command(
         help="Override any recipe value (read as YAML), e.g. --set steps.tune.options.rank=16. Repeatable.",
     ),
     workdir: Path | None = typer.Option(
-        None, "--workdir", help="Run folder, one sub-folder per step [default: runs/<recipe name>/]."
+        None, "--workdir", help="Run folder, one sub-folder per step \\[default: runs/<recipe name>/]."
     ),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Validate and print the resolved plan (what is cached, what would run); run nothing."
@@ -67,6 +67,10 @@ def run_command(
 
     plan = load_recipe(recipe, set_ or [])
     where = workdir or Path("runs") / plan.name
+    if plan.search is not None:
+        err.print(
+            "note: the recipe's search: block is for `gptctl tune`; running the recipe as written", highlight=False
+        )
     if not dry_run:
         err.print(
             f"[bold]{plan.name}[/]: {len(plan.steps)} steps, {len(plan.gates)} gates; workdir {where}", highlight=False

@@ -11,6 +11,7 @@ from gptctl.options import option
 from gptctl.runtime.settings import BenchSettings
 
 TASKS = ("text-generation-with-past", "text-generation", "feature-extraction")
+LAYOUTS = ("fast", "optimum")
 _Q = "Quantization"
 
 
@@ -46,6 +47,15 @@ class ExportOptions(BenchSettings):
     )
     opset: int | None = option("int", None, "ONNX opset (default: optimum's for the architecture).", ge=14, le=23)
     optimize: bool = option("bool", False, "ONNX Runtime transformer fusions (where the architecture is supported).")
+    # The fast graph (export/llama_graph.py, pass `fast_graph`) is built from the weights for Llama-family decoders;
+    # every other model, or one it cannot express exactly, gets optimum's graph and the reason in the manifest.
+    layout: str = option(
+        "str",
+        "fast",
+        "Decoder graph: fast (Llama/Mistral/Qwen2: GroupQueryAttention, fused QKV and gate/up "
+        "MatMuls, fused RMSNorm; optimum's inputs and outputs) or optimum (optimum's exporter as is).",
+        choices=LAYOUTS,
+    )
     # Choices from the quantization registry (gptctl/export/quant/registry.py): a method is a module plus a line there.
     quantize: str = option(
         "str",

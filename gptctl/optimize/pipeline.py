@@ -19,7 +19,7 @@ from gptctl.manifest import MANIFEST_NAME, Manifest, dir_size, read_manifest, sh
 from gptctl.model_source import ModelSource, resolve_model
 from gptctl.optimize.registry import method_module, options_class
 from gptctl.options import parse_options
-from gptctl.outputs import atomic_output_dir, check_output_dir
+from gptctl.outputs import atomic_output_dir, check_output_dir, resumable_work_dir
 from gptctl.progress import NULL_PROGRESS, Progress
 
 # Options that do not change what training computes: a checkpoint made with other values resumes.
@@ -96,8 +96,64 @@ def run_method(method: str, options: Any, progress: Progress | None = None) -> d
 def _run(method, impl, opts, source, target, work, train_records, eval_records, accelerator, progress, t_start):
     import torch
 
+    loaded = _load(impl, opts, source, train_records, eval_records, accelerator, progress)
+
+    def measure(m, label):
+        return _perplexity(m, loaded, opts, accelerator, progress, label)
+
+    before = measure(loaded.model, "perplexity before")
+    fingerprint = {k: v for k, v in opts.model_dump(mode="json").items() if k not in _NOT_IN_FINGERPRINT}
+    inputs = loaded.inputs
+    fingerprint.update(model_sha256=inputs["model"]["sha256"], data_sha256=inputs.get("data", {}).get("sha256"))
+    job = Job(
+        method,
+        opts,
+        source,
+        loaded.model,
+        loaded.tokenizer,
+        loaded.train_data,
+        accelerator,
+        work,
+        progress,
+        loaded.pad_id,
+        inputs["model"]["spec"],
+        fingerprint,
+    )
+    torch.manual_seed(opts.seed)  # adapter initialisation: the same on every process and every resume
+    method_metrics = impl.apply(job)
+    after = measure(job.model, "perplexity after")
+    trainable = sum(p.numel() for p in job.model.parameters() if p.requires_grad) if impl.TRAINS else 0
+    metrics = _headline(before, after, trainable, loaded.total_params, method_metrics)
+    metrics["load_s"] = round(loaded.load_s, 3)
+
+    accelerator.wait_for_everyone()
+    manifest = {"step": "optimize", "method": method, "metrics": metrics}  # what other processes return
+    if accelerator.is_main_process:
+        manifest = _save(job, impl, inputs, metrics, target, t_start)
+    else:
+        metrics["wall_s"] = round(time.perf_counter() - t_start, 3)
+    accelerator.wait_for_everyone()
+    return manifest
+
+
+@dataclass
+class _Loaded:
+    """The tokenizer, model and tokenized data a run works on, and what loading them measured."""
+
+    tokenizer: Any
+    pad_id: int
+    model: Any
+    train_data: Any
+    eval_data: Any
+    inputs: dict[str, Any]
+    load_s: float
+    total_params: int
+
+
+def _load(impl, opts, source, train_records, eval_records, accelerator, progress) -> _Loaded:
+    import torch
+
     from gptctl.model_source import load_causal_lm, load_tokenizer
-    from gptctl.optimize.evaluate import perplexity
 
     progress.info(f"loading tokenizer of {source.display}")
     tokenizer = load_tokenizer(source)
@@ -120,63 +176,39 @@ def _run(method, impl, opts, source, target, work, train_records, eval_records, 
         progress.info(f"--max-length {opts.max_length} is more than this model's {limit} positions; using {limit}")
         train_data, eval_data = _tokenize(opts, tokenizer, train_records, eval_records, progress, max_length=limit)
     inputs = _inputs(opts, model_input, train_data, eval_data)
+    return _Loaded(tokenizer, pad_id, model, train_data, eval_data, inputs, load_s, total_params)
 
-    def measure(m, label):
-        return (
-            None
-            if eval_data is None
-            else perplexity(
-                m,
-                eval_data,
-                batch_size=opts.batch_size,
-                pad_id=pad_id,
-                autocast=accelerator.autocast,
-                dist=accelerator,
-                progress=progress,
-                label=label,
-            )
-        )
 
-    before = measure(model, "perplexity before")
-    fingerprint = {k: v for k, v in opts.model_dump(mode="json").items() if k not in _NOT_IN_FINGERPRINT}
-    fingerprint.update(model_sha256=inputs["model"]["sha256"], data_sha256=inputs.get("data", {}).get("sha256"))
-    job = Job(
-        method,
-        opts,
-        source,
+def _perplexity(model, loaded: _Loaded, opts, accelerator, progress, label: str):
+    """Held-out perplexity of `model` (None without evaluation data)."""
+    from gptctl.optimize.evaluate import perplexity
+
+    if loaded.eval_data is None:
+        return None
+    return perplexity(
         model,
-        tokenizer,
-        train_data,
-        accelerator,
-        work,
-        progress,
-        pad_id,
-        inputs["model"]["spec"],
-        fingerprint,
+        loaded.eval_data,
+        batch_size=opts.batch_size,
+        pad_id=loaded.pad_id,
+        autocast=accelerator.autocast,
+        dist=accelerator,
+        progress=progress,
+        label=label,
     )
-    torch.manual_seed(opts.seed)  # adapter initialisation: the same on every process and every resume
-    method_metrics = impl.apply(job)
-    after = measure(job.model, "perplexity after")
-    trainable = sum(p.numel() for p in job.model.parameters() if p.requires_grad) if impl.TRAINS else 0
-    metrics = _headline(before, after, trainable, total_params, method_metrics)
-    metrics["load_s"] = round(load_s, 3)
 
-    accelerator.wait_for_everyone()
-    manifest = {"step": "optimize", "method": method, "metrics": metrics}  # what other processes return
-    if accelerator.is_main_process:
-        with atomic_output_dir(target, work_dir=work) as out:
-            progress.info(f"saving to {target}")
-            outputs = impl.save(job, out)
-            tokenizer.save_pretrained(out)
-            if impl.ARTIFACT.endswith("-adapter"):
-                _write_card(job, opts, inputs, metrics, out, target)
-            shutil.rmtree(out / "checkpoints", ignore_errors=True)  # only now: a failed save can still resume
-            metrics["wall_s"] = round(time.perf_counter() - t_start, 3)
-            manifest = _write_manifest(method, opts, inputs, outputs, metrics, source, out)
-    else:
+
+def _save(job: Job, impl, inputs, metrics, target: Path, t_start: float) -> dict[str, Any]:
+    """Write the method's output, tokenizer, card and manifest, renamed onto `target` only when complete."""
+    opts, progress = job.options, job.progress
+    with atomic_output_dir(target, work_dir=job.work_dir) as out:
+        progress.info(f"saving to {target}")
+        outputs = impl.save(job, out)
+        job.tokenizer.save_pretrained(out)
+        if impl.ARTIFACT.endswith("-adapter"):
+            _write_card(job, opts, inputs, metrics, out, target)
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)  # only now: a failed save can still resume
         metrics["wall_s"] = round(time.perf_counter() - t_start, 3)
-    accelerator.wait_for_everyone()
-    return manifest
+        return _write_manifest(job.method, opts, inputs, outputs, metrics, job.source, out)
 
 
 def _write_card(job: Job, opts, inputs, metrics, out: Path, target: Path) -> None:
@@ -304,7 +336,7 @@ def _work_dir(target: Path, *, stable: bool, resume: bool, main: bool) -> Path |
     """Training keeps a stable working directory beside the target so a killed run can resume."""
     if not stable:
         return None
-    work = target.resolve().parent / f".{target.name}.work"
+    work = resumable_work_dir(target)
     if main and work.exists() and not resume:
         shutil.rmtree(work)
     if main:

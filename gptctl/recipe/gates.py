@@ -263,6 +263,16 @@ def evaluate(text: str, lookup: Callable[[str], Any]) -> GateResult:
     return result
 
 
+def compared_sides(text: str, lookup: Callable[[str], Any]) -> tuple[str, Any, Any] | None:
+    """For a gate that is one top-level comparison `a OP b`: (OP, a, b), both sides evaluated; None for
+    any other gate. `gptctl tune` turns the sides into a margin (how far a gate passed or failed).
+    Raises GateSyntaxError or GateEvalError as `evaluate` reports them."""
+    tree = parse(text)
+    if tree[0] != "bin" or tree[1] not in _COMPARE:
+        return None
+    return tree[1], _eval(tree[2], lookup, {}), _eval(tree[3], lookup, {})
+
+
 def _eval(node: Node, lookup: Callable[[str], Any], seen: dict[str, Any]) -> Any:
     kind = node[0]
     if kind in ("num", "str", "const"):

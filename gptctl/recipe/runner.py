@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from gptctl import __version__
 from gptctl.errors import EXIT_FAILED, EXIT_OK, BadInput, CheckFailed, GptctlError, Interrupted, exit_code_for
@@ -117,6 +117,24 @@ class RunReport:
         return d
 
 
+class StopRun(CheckFailed):
+    """Raised by an `on_event` callback after a step finished ("done"/"cached") to stop the run there:
+    that step keeps its result, later steps are "not-run", and the report carries this error (exit 1).
+    `gptctl tune` stops a trial this way once a gate has already failed by a clear margin."""
+
+
+class StepStore(Protocol):
+    """Step outputs shared between workdirs, by fingerprint (`gptctl tune`'s trials share one store).
+
+    `fetch` says where the stored output of a step with this fingerprint is (None: not stored); the
+    runner links the step's folder to it. `put` adopts a freshly made output (it may move it and leave
+    a link at `out`)."""
+
+    def fetch(self, fingerprint: str) -> Path | None: ...
+
+    def put(self, fingerprint: str, out: Path) -> None: ...
+
+
 def default_workdir(recipe: Recipe) -> Path:
     return Path("runs") / recipe.name
 
@@ -132,6 +150,7 @@ def run_recipe(
     kinds: Mapping[str, StepKind] | None = None,
     progress: Progress = NULL_PROGRESS,
     on_event: Callable[[str, StepReport], None] | None = None,
+    store: StepStore | None = None,
 ) -> RunReport:
     """Run (or, with `dry_run`, plan) a validated recipe and evaluate its gates.
 
@@ -144,6 +163,9 @@ def run_recipe(
     One run at a time per workdir: a second waits up to `wait_s` seconds for the first, then raises
     `BadInput` naming the run that holds it. Every run writes WORKDIR/summaries/RUN.json and copies it
     to WORKDIR/summary.json (the latest).
+
+    `store` shares step outputs between workdirs: a step the workdir has no valid result for is taken
+    from it when the store holds one with the same fingerprint, and every step run here is put in it.
     """
     workdir = Path(workdir) if workdir is not None else default_workdir(recipe)
     report = RunReport(recipe.name, str(workdir), [], [], dry_run=dry_run)
@@ -155,6 +177,7 @@ def run_recipe(
         resume and not force,
         progress,
         on_event or (lambda event, step: None),
+        store,
     )
     if dry_run:
         report.busy = holder(workdir)
@@ -183,6 +206,7 @@ class _Context:
     resume: bool
     progress: Progress
     emit: Callable[[str, StepReport], None]
+    store: StepStore | None = None
     run_id: str = ""
     done: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> manifest, output, model, identity
 
@@ -199,6 +223,8 @@ def _run_steps(recipe: Recipe, ctx: _Context, report: RunReport) -> None:
         overall.update(0, step=f"{step.name} ({step.kind}{' ' + step.method if step.method else ''})")
         try:
             _plan_or_run(step, kind, rep, ctx)
+        except StopRun as exc:  # the step finished; the caller wants no more
+            report.error = exc
         except GptctlError as exc:
             rep.status, rep.error = "failed", exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
             report.error = exc
@@ -253,6 +279,8 @@ def _plan_or_run(step: Step, kind: StepKind, rep: StepReport, ctx: _Context) -> 
         _finish(ctx.done, rep, manifest, prev["fingerprint"], prev["output_sha256"])
         ctx.emit("cached", rep)
         return
+    if not ctx.dry_run and not ctx.force and ctx.store is not None and _from_store(step, rep, ctx, record):
+        return
     resuming, note = _resume_decision(step, kind, out, interrupted, record["fingerprint"], ctx.resume)
     rep.reason = f"interrupted last time; {note}" if resuming else (f"{reason}; {note}" if note else reason)
     if ctx.dry_run:
@@ -294,9 +322,30 @@ def _execute(step: Step, kind: StepKind, rep: StepReport, ctx: _Context, options
         },
     )
     cache.clear_running(workdir, step.name)
+    if ctx.store is not None:
+        ctx.store.put(record["fingerprint"], out)
     rep.status = "ran"
     _finish(ctx.done, rep, manifest, record["fingerprint"], output_sha)
     ctx.emit("done", rep)
+
+
+def _from_store(step: Step, rep: StepReport, ctx: _Context, record: dict) -> bool:
+    """Reuse the shared store's output of a step with this fingerprint (recorded as this workdir's)."""
+    out = Path(rep.output)
+    stored = ctx.store.fetch(record["fingerprint"])
+    if stored is None or read_manifest(stored) is None:
+        return False
+    history.discard_output(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.symlink_to(Path(stored).resolve(), target_is_directory=True)
+    manifest = read_manifest(out)
+    output_sha = cache.content_hash(out)
+    state = {**record, "output_sha256": output_sha, "output_signature": cache.signature(out), "run": ctx.run_id}
+    cache.write_state(ctx.workdir, step.name, {**state, "duration_s": 0.0, "shared": True})
+    rep.status, rep.reason = "cached", "the same step (same fingerprint) ran before; its output is shared"
+    _finish(ctx.done, rep, manifest, record["fingerprint"], output_sha)
+    ctx.emit("cached", rep)
+    return True
 
 
 def _resume_decision(

@@ -31,7 +31,7 @@ from gptctl.recipe.refs import Ref, RefError, apply_override, find_refs, is_name
 from gptctl.recipe.steps import KINDS, StepKind, model_path
 from gptctl.yamlfile import did_you_mean, duplicate_keys, format_path, line_of, load_yaml_text
 
-TOP_KEYS = ("name", "description", "vars", "steps", "gates")
+TOP_KEYS = ("name", "description", "vars", "steps", "gates", "search")
 STEP_KEYS = ("kind", "method", "options", "description")
 _RECIPE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -54,6 +54,10 @@ class Recipe:
     vars: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     overrides: list[str] = field(default_factory=list)
+    # `search:` as written, for `gptctl tune` (gptctl.tune.space checks it; `gptctl run` ignores it),
+    # with the file line of each of its keys.
+    search: dict[str, Any] | None = None
+    search_lines: dict[tuple, int] = field(default_factory=dict, repr=False)
 
     def step(self, name: str) -> Step:
         return next(s for s in self.steps if s.name == name)
@@ -158,11 +162,17 @@ def parse_recipe(
     description = data.get("description") or ""
     if not isinstance(description, str):
         problems.add(("description",), "must be text")
+    search = data.get("search")
+    if search is not None and not isinstance(search, dict):
+        problems.add(("search",), "must be a mapping with space: and objectives: (see `gptctl tune --help`)")
     if problems.items:
         _raise(problems, name)
-    return Recipe(
+    recipe = Recipe(
         recipe_name, Path(name) if recipe_dir else None, steps, gate_list, variables, description, list(overrides or [])
     )
+    recipe.search = search
+    recipe.search_lines = {k: v for k, v in lines.items() if k[:1] == ("search",)}
+    return recipe
 
 
 def _raise(problems: _Problems, name: str) -> None:

@@ -452,43 +452,10 @@ def select_models(options: Any, catalogs: Catalog | Sequence[str | os.PathLike] 
     warnings = value_warnings(options, catalog)
 
     entries = catalog.entries
-    n_c = len(constraints)
-    removed = [0] * n_c
-    alone = [0] * n_c
-    passed: list[ModelEntry] = []
-    failing: list[tuple[ModelEntry, list[int]]] = []
-    tests = [(i, c.ok) for i, c in enumerate(constraints)]
-    for e in entries:
-        fails = [i for i, ok in tests if not ok(e)]
-        if fails:
-            for i in fails:
-                alone[i] += 1
-            removed[fails[0]] += 1
-            failing.append((e, fails))
-        else:
-            passed.append(e)
-
+    passed, failing, removed, alone = _apply_constraints(entries, constraints)
     scorer = Scorer(entries, config, options.domain)
-    scored = [(scorer.score(e), e) for e in passed]
-    scored.sort(key=lambda t: rank_key(t[1], t[0].score))
-    if options.top is not None:
-        scored = scored[: options.top]
-    ranking = [RankedModel(rank=i + 1, entry=e, scored=s) for i, (s, e) in enumerate(scored)]
-
-    funnel = []
-    before = len(entries)
-    for i, c in enumerate(constraints):
-        funnel.append(
-            {
-                "constraint": c.key,
-                "label": c.label,
-                "before": before,
-                "removed": removed[i],
-                "after": before - removed[i],
-                "alone": alone[i],
-            }
-        )
-        before -= removed[i]
+    ranking = _rank(passed, scorer, options.top)
+    funnel = _funnel(constraints, len(entries), removed, alone)
 
     misses = _nearest_misses(failing, constraints, scorer) if not passed else []
     scoring = {
@@ -512,6 +479,53 @@ def select_models(options: Any, catalogs: Catalog | Sequence[str | os.PathLike] 
         options=options,
         warnings=warnings,
     )
+
+
+def _apply_constraints(entries, constraints: list[Constraint]):
+    """(passed, failing with the indexes of the constraints each fails, removed per constraint in funnel
+    order (by its first failure), removed per constraint alone)."""
+    removed = [0] * len(constraints)
+    alone = [0] * len(constraints)
+    passed: list[ModelEntry] = []
+    failing: list[tuple[ModelEntry, list[int]]] = []
+    tests = [(i, c.ok) for i, c in enumerate(constraints)]
+    for e in entries:
+        fails = [i for i, ok in tests if not ok(e)]
+        if fails:
+            for i in fails:
+                alone[i] += 1
+            removed[fails[0]] += 1
+            failing.append((e, fails))
+        else:
+            passed.append(e)
+    return passed, failing, removed, alone
+
+
+def _rank(passed: list[ModelEntry], scorer: Scorer, top: int | None) -> list[RankedModel]:
+    scored = [(scorer.score(e), e) for e in passed]
+    scored.sort(key=lambda t: rank_key(t[1], t[0].score))
+    if top is not None:
+        scored = scored[:top]
+    return [RankedModel(rank=i + 1, entry=e, scored=s) for i, (s, e) in enumerate(scored)]
+
+
+def _funnel(constraints: list[Constraint], total: int, removed: list[int], alone: list[int]) -> list[dict[str, Any]]:
+    """One row per constraint, in order: how many models it saw, removed, left, and would remove alone."""
+    funnel = []
+    before = total
+    for i, c in enumerate(constraints):
+        funnel.append(
+            {
+                "constraint": c.key,
+                "label": c.label,
+                "before": before,
+                "removed": removed[i],
+                "after": before - removed[i],
+                "alone": alone[i],
+            }
+        )
+        before -= removed[i]
+    return funnel
 
 
 def _nearest_misses(failing, constraints: list[Constraint], scorer: Scorer, limit: int = 5) -> list[dict[str, Any]]:

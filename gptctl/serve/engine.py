@@ -6,6 +6,8 @@ lives in slots (llama.cpp's), one per batch row. Continuous batching: a new requ
 (`OrtCausalLM.prefill`), then joins the running `DecodeBatch`; finished or cancelled rows leave before
 the next step. At load `check_batching` compares batched greedy output with batch-1 output for prompts
 of different lengths; if they differ, batching is turned off (one row at a time) and the reason kept.
+The check allows the graph's own rounding noise (int4 at accuracy_level 4 turns padding's float rounding
+into ~0.5 logits), so a served greedy token is batch-1's except at near-ties closer than that noise.
 """
 
 from __future__ import annotations

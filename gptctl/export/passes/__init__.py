@@ -10,6 +10,7 @@ from gptctl.export.passes.base import ExportPass, ExportState, PassRecord, run_p
 from gptctl.export.passes.compare import COMPARE_CONVERTED
 from gptctl.export.passes.fp16 import CONVERT_FP16
 from gptctl.export.passes.fusions import OPTIMIZE
+from gptctl.export.passes.gqa import FAST_GRAPH
 from gptctl.export.passes.load import LOAD
 from gptctl.export.passes.onnx_graph import ONNX_EXPORT
 from gptctl.export.passes.perplexity import PERPLEXITY_FP32, PERPLEXITY_QUANTIZED
@@ -22,6 +23,7 @@ from gptctl.export.passes.validate import VALIDATE
 
 PASSES: list[ExportPass] = [
     LOAD,
+    FAST_GRAPH,  # before onnx_export, which it replaces for Llama-family decoders
     ONNX_EXPORT,
     TIE_LM_HEAD,
     FOLD_PROMPT_PREFIX,

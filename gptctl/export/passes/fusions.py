@@ -13,7 +13,9 @@ class TransformerFusions:
     metric = "optimize_s"
 
     def applies(self, state: ExportState, opts: ExportOptions) -> str | None:
-        return None if opts.optimize else "--optimize not set"
+        if not opts.optimize:
+            return "--optimize not set"
+        return "the fast graph is fused already" if state.metrics.get("layout") == "fast" else None
 
     def run(self, state: ExportState, opts: ExportOptions) -> dict[str, Any]:
         from gptctl.export.optimize_graph import optimize_transformer

@@ -14,7 +14,7 @@ class OnnxExport:
     metric = "onnx_export_s"
 
     def applies(self, state: ExportState, opts: ExportOptions) -> str | None:
-        return None
+        return "the fast_graph pass built the graph" if state.proto is not None else None
 
     def run(self, state: ExportState, opts: ExportOptions) -> dict[str, Any]:
         from gptctl.export import onnx_export as ox
@@ -23,6 +23,7 @@ class OnnxExport:
         raw_dir = state.work / ".optimum"
         state.proto = ox.load_onnx(ox.export_with_optimum(state.model, raw_dir, task=opts.task, opset=opts.opset))
         shutil.rmtree(raw_dir, ignore_errors=True)
+        state.metrics["layout"] = "optimum"
         return {"nodes": len(state.proto.graph.node)}
 
 
