@@ -48,6 +48,7 @@ def test_fast_graph_replaces_optimum_and_validates(fast_llama):
     # 2 layers: one q|k|v, o, gate|up and down MatMul each, plus the LM head; the tied head is stored once.
     assert ops["GroupQueryAttention"] == 2 and ops["MatMul"] == 9 and ops["SkipSimplifiedLayerNormalization"] == 4
     assert manifest["metrics"]["lm_head"] == "tied to the embedding"
+    assert "GroupQueryAttention" in (out / "README.md").read_text()  # the card names the contrib ops it needs
 
 
 def test_fast_graph_keeps_optimums_inputs_and_outputs(fast_llama, optimum_llama):
@@ -189,3 +190,30 @@ def test_optimize_is_skipped_on_the_fast_graph(tiny_llama, tmp_path):
     optimize = {p["name"]: p for p in manifest["passes"]}["optimize"]
     assert optimize["ran"] is False and optimize["reason"] == "the fast graph is fused already"
     assert manifest["validation"]["passed"]
+
+
+def test_positions_past_the_context_still_run_like_pytorch(fast_llama, tiny_llama):
+    """transformers rotates any position; the tables cover at least MIN_TABLE_POSITIONS (perplexity windows
+    of 512 tokens ran past the tiny model's 128)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from gptctl.runtime.session import OrtCausalLM
+
+    lm, _ = OrtCausalLM.from_path(fast_llama[0] / "model.onnx", "cpu", threads=1)
+    ids = np.arange(300)[None, :] % 300 + 2
+    with torch.no_grad():
+        ref = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()(torch.tensor(ids)).logits.numpy()
+    np.testing.assert_allclose(lm.forward(ids)[0]["logits"], ref, atol=1e-4)
+
+
+def test_fp16_conversion_keeps_the_fast_graph_batching_exactly(tiny_llama, tmp_path):
+    from gptctl.runtime.batch import check_batching
+    from gptctl.runtime.session import OrtCausalLM
+
+    manifest = export_model({"model": str(tiny_llama), "output": str(tmp_path / "h"), "dtype": "fp16"})
+    assert manifest["metrics"]["layout"] == "fast" and manifest["validation"]["passed"]
+    lm, _ = OrtCausalLM.from_path(tmp_path / "h" / "model.onnx", "cpu", threads=1)
+    assert lm.kv_dtype == np.float16 and "GroupQueryAttention" in _ops(tmp_path / "h" / "model.onnx")
+    ok, reason = check_batching(lm, [[5, 17, 33, 80, 99, 120, 7], [9, 8, 7]])
+    assert ok, reason

@@ -2,7 +2,9 @@
 of tests/recipe_fakes.py, imported by Ray's workers through PYTHONPATH), recorded exactly as the local
 backend records them: the same trials.jsonl, front.json and report.html, constraints included."""
 
+import dataclasses
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -64,7 +66,9 @@ def test_two_trials_on_a_local_ray_cluster_match_the_local_backend(cluster, tmp_
     assert (there / "ray").is_dir()  # Ray Tune's own experiment folder: the trials really ran there
 
     def records(out):
-        return sorted((json.loads(x) for x in (out / "trials.jsonl").read_text().splitlines()), key=lambda t: t["number"])
+        return sorted(
+            (json.loads(x) for x in (out / "trials.jsonl").read_text().splitlines()), key=lambda t: t["number"]
+        )
 
     mine, theirs = records(here), records(there)
     assert [t["number"] for t in theirs] == [0, 1] and len(on_ray["trials"]) == 2
@@ -83,3 +87,46 @@ def test_two_trials_on_a_local_ray_cluster_match_the_local_backend(cluster, tmp_
     assert (there / "report.html").read_text().count("Pareto front") >= 1
     for p in on_ray["front"]:
         assert Path(p["recipe"]).is_file()
+
+
+def _timed(execute):
+    """A fake step's execute that also logs when it ran, to DIR/intervals.jsonl (DIR/trials/NNNN/STEP)."""
+
+    def run(step_run):
+        start = time.time()
+        try:
+            return execute(step_run)
+        finally:
+            log = Path(step_run.output).resolve().parents[2] / "intervals.jsonl"
+            with log.open("a") as f:
+                f.write(json.dumps({"step": step_run.name, "start": start, "end": time.time()}) + "\n")
+
+    return run
+
+
+def test_concurrent_trials_never_benchmark_at_once(cluster, tmp_path, monkeypatch):
+    from gptctl.recipe import steps
+
+    recipe_fakes.install(monkeypatch)
+    for name in ("optimize", "export"):
+        kind = recipe_fakes.FAKE_KINDS[name]
+        monkeypatch.setitem(steps.KINDS, name, dataclasses.replace(kind, execute=_timed(kind.execute)))
+    monkeypatch.chdir(tmp_path)
+    # A benchmark far longer than a worker takes to start: the second trial is ready to benchmark while
+    # the first one still is.
+    text = RECIPE.replace("ratio: 0.3}", "ratio: 0.3, sleep: 0.1}").replace(
+        "options: {quantize: int4}", "options: {quantize: int4, sleep: 4.0}"
+    )
+    text = text.replace("prune.options.ratio: [0.1, 0.3, 0.5]", "prune.options.seed: {int: [0, 100000]}")
+    (tmp_path / "demo.yaml").write_text(text)
+    out = tmp_path / "slot"
+    result = CliRunner().invoke(
+        app, ["tune", "demo.yaml", "--trials", "2", "--backend", "ray", "--output", str(out), "--json"]
+    )
+    assert result.exit_code == 0, result.stderr + result.stdout
+    spans = [json.loads(x) for x in (out / "intervals.jsonl").read_text().splitlines()]
+    prune = sorted((s["start"], s["end"]) for s in spans if s["step"] == "prune")
+    ship = sorted((s["start"], s["end"]) for s in spans if s["step"] == "ship")
+    assert len(prune) == len(ship) == 2
+    assert prune[1][1] < ship[0][1]  # the second trial was ready to benchmark during the first's benchmark ...
+    assert ship[1][0] >= ship[0][1]  # ... and waited for the benchmark slot

@@ -111,8 +111,14 @@ def test_real_study_on_a_tiny_llama(study, tmp_path):
         assert t["objectives"]["size_mb"] == manifest["metrics"]["size_bytes"] / 2**20
         assert t["objectives"]["decode_tok_s"] == manifest["benchmark"]["cpu"]["decode_tokens_per_s"]
 
-    # The front re-timed at the end: one figure per point beside the in-study one, medians of 3 runs.
+    # The front holds each set of values once (a repeated trial shares every output, so it ties).
     front = json.loads((out / "front.json").read_text())
+    values = [json.dumps(p["params"], sort_keys=True) for p in front["front"]]
+    assert len(values) == len(set(values))
+    for p in front["front"]:
+        assert p["repeats"] == [t["number"] for t in trials if t["params"] == p["params"] and t["number"] != p["trial"]]
+
+    # The front re-timed at the end: one figure per point beside the in-study one, medians of 3 runs.
     for point in front["front"]:
         retimed = point["retimed"]
         assert len(retimed["decode_tok_s_runs"]) == 3, retimed
@@ -120,6 +126,7 @@ def test_real_study_on_a_tiny_llama(study, tmp_path):
         assert point["objectives"]["decode_tok_s"] == next(
             t["objectives"]["decode_tok_s"] for t in trials if t["number"] == point["trial"]
         )
+    assert front["baseline_retimed"]["decode_tok_s"] > 0  # the recipe as written, re-timed alike
     assert "re-timed" in (out / "report.html").read_text()
 
     # One front recipe, rerun from scratch by `gptctl run`, reproduces its perplexity within 1%.

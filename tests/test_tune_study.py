@@ -215,3 +215,21 @@ def test_gptctl_run_ignores_the_search_block(recipe, tmp_path):
     result = CliRunner().invoke(app, ["run", str(recipe()), "--no-progress", "--workdir", str(tmp_path / "w")])
     assert result.exit_code == 0, result.stderr
     assert "search: block is for `gptctl tune`" in result.stderr
+
+
+def test_ray_flags_need_the_ray_backend(recipe):
+    result = tune(recipe(), "--cpus-per-trial", 2, "--dry-run")
+    assert result.exit_code == 2 and "add --backend ray" in result.stderr
+    assert recipe_fakes.CALLS == []
+
+
+def test_no_retime_leaves_the_in_study_figures_alone(recipe, tmp_path):
+    # The stand-in export writes no model.onnx: re-timing says so instead of failing the study.
+    on = tune(recipe(), "--trials", 2, "--output", tmp_path / "on", "--json")
+    assert on.exit_code == 0, on.stderr
+    assert all(
+        p["retimed"] == {"skipped": "no exported model.onnx to benchmark"} for p in json.loads(on.stdout)["front"]
+    )
+    off = tune(recipe(), "--trials", 2, "--output", tmp_path / "off", "--json", "--no-retime")
+    assert off.exit_code == 0, off.stderr
+    assert all("retimed" not in p for p in json.loads(off.stdout)["front"])

@@ -4,8 +4,10 @@ Every trial is the recipe run with the sampled values (DIR/trials/NNNN/), steps 
 by content (DIR/cache/); trial 0 is the recipe as written. The recipe's gates are the constraints; a
 trial failing one by a clear margin stops early. Leaves DIR/report.html (offline), DIR/trials.jsonl,
 DIR/front.json and DIR/front/NN.yaml, a pinned recipe per front point that `gptctl run` reproduces.
-`optuna-dashboard DIR/study.journal` shows the study. Ctrl-C stops after the running trial (twice: at
-once) and keeps everything; --resume continues the study. Exit codes: 0 a front was found; 1 no trial
+`optuna-dashboard DIR/study.journal` shows the study. At the end the front's artifacts are benchmarked
+again, one at a time (--no-retime skips it). --backend ray runs the trials on Ray Tune (a local cluster,
+or --ray-address), --cpus-per-trial CPUs each. Ctrl-C stops after the running trial (twice: at once)
+and keeps everything; --resume continues the study. Exit codes: 0 a front was found; 1 no trial
 passed every gate (the nearest misses are listed); 2 invalid recipe or search block; 130 interrupted.
 """
 
@@ -43,7 +45,9 @@ def tune_command(
         help="Optuna storage (sqlite:///x.db, redis://..., a .journal file) \\[default: DIR/study.journal].",
     ),
     backend: str = typer.Option(
-        "local", "--backend", help=f"Where trials run: {', '.join(BACKENDS)} (ray: Ray Tune, gptctl[ray])."
+        "local",
+        "--backend",
+        help=f"Where trials run: {', '.join(BACKENDS)} (ray: Ray Tune, pip install gptctl\\[ray]).",
     ),
     cpus_per_trial: float = typer.Option(
         1.0, "--cpus-per-trial", min=0.01, help="Ray: CPUs each trial reserves (cluster CPUs / this run at once)."
@@ -65,38 +69,18 @@ def tune_command(
     seed: int = typer.Option(0, "--seed", help="The sampler's seed."),
     json_out: bool = typer.Option(False, "--json", help="Print the study's result (trials, front) as JSON."),
 ) -> None:
-    from gptctl.errors import BadInput
     from gptctl.recipe import load_recipe
-    from gptctl.tune import TuneOptions, parse_duration, parse_search, tune_recipe
+    from gptctl.tune import TuneOptions, parse_search, tune_recipe
 
-    if sampler not in SAMPLER_NAMES:
-        raise BadInput(f"unknown sampler {sampler!r}", f"choose one of {', '.join(SAMPLER_NAMES)}")
-    if backend not in BACKENDS:
-        raise BadInput(f"unknown backend {backend!r}", f"choose one of {', '.join(BACKENDS)}")
-    try:
-        budget = parse_duration(time_budget) if time_budget else None
-    except ValueError as exc:
-        raise BadInput(f"--time-budget: {exc}", "e.g. --time-budget 30m") from None
+    budget = _checked(sampler, backend, time_budget, ray_address, cpus_per_trial)
     plan = load_recipe(recipe)
     space = parse_search(plan)
     if dry_run:
         _print_space(plan, space, json_out)
         raise typer.Exit(0)
-    if backend != "ray" and (ray_address or cpus_per_trial != 1.0):
-        raise BadInput("--ray-address and --cpus-per-trial are for --backend ray", "add --backend ray")
-    opts = TuneOptions(
-        output or Path("runs") / plan.name / "tune",
-        trials,
-        budget,
-        sampler,
-        storage,
-        resume,
-        seed,
-        backend=backend,
-        cpus_per_trial=cpus_per_trial,
-        ray_address=ray_address,
-        retime=retime,
-    )
+    out_dir = output or Path("runs") / plan.name / "tune"
+    ray = {"backend": backend, "cpus_per_trial": cpus_per_trial, "ray_address": ray_address}
+    opts = TuneOptions(out_dir, trials, budget, sampler, storage, resume, seed, retime=retime, **ray)
     run = tune_recipe
     err.print(
         f"[bold]{plan.name}[/]: up to {trials} trials, {sampler} sampler, {backend} backend; study in {opts.output}",
@@ -114,6 +98,23 @@ def tune_command(
     if result.error is not None:
         fail(result.error, json_out=json_out, partial=summary)
     err.print(f"report: {result.files['report']}; front: {result.files['front']}", highlight=False)
+
+
+def _checked(sampler: str, backend: str, time_budget: str | None, ray_address: str | None, cpus: float):
+    """The flags checked before the recipe is read; returns the time budget in seconds (or None)."""
+    from gptctl.errors import BadInput
+    from gptctl.tune import parse_duration
+
+    if sampler not in SAMPLER_NAMES:
+        raise BadInput(f"unknown sampler {sampler!r}", f"choose one of {', '.join(SAMPLER_NAMES)}")
+    if backend not in BACKENDS:
+        raise BadInput(f"unknown backend {backend!r}", f"choose one of {', '.join(BACKENDS)}")
+    if backend != "ray" and (ray_address or cpus != 1.0):
+        raise BadInput("--ray-address and --cpus-per-trial are for --backend ray", "add --backend ray")
+    try:
+        return parse_duration(time_budget) if time_budget else None
+    except ValueError as exc:
+        raise BadInput(f"--time-budget: {exc}", "e.g. --time-budget 30m") from None
 
 
 @contextlib.contextmanager
@@ -142,7 +143,8 @@ def _print_trial(t) -> None:
     )
     reused = f"; reused {', '.join(t.cache_hits)}" if t.cache_hits else ""
     note = f" ({t.error})" if t.error and t.state != "complete" else ""
-    err.print(f"trial {t.number}: {state} {figures}{note} in {t.wall_s:.1f}s{reused}", highlight=False)
+    text = " ".join(x for x in (state, figures) if x) + note
+    err.print(f"trial {t.number}: {text} in {t.wall_s:.1f}s{reused}", highlight=False)
 
 
 def _print_space(plan, space, json_out: bool) -> None:
@@ -166,18 +168,21 @@ def _print_space(plan, space, json_out: bool) -> None:
 def _print_result(result, space) -> None:
     names = [o.name for o in space.objectives]
     if result.front:
+        retimed = any("decode_tok_s" in (p.get("retimed") or {}) for p in result.front)
         table = Table(title=f"Pareto front: {len(result.front)} of {len(result.trials)} trials ({result.stop_reason})")
-        for col in ("#", "trial", *names, "values", "recipe"):
+        for col in ("#", "trial", *names, *(["re-timed tok/s"] if retimed else []), "values", "recipe"):
             table.add_column(col, overflow="fold")
         for p in result.front:
             mark = (
                 " (recipe as written)" if p["baseline"] else (" (beats the recipe)" if p["dominates_baseline"] else "")
             )
             values = ", ".join(f"{k.split('.')[0]}.{k.split('.')[-1]}={v}" for k, v in p["params"].items())
+            again = (p.get("retimed") or {}).get("decode_tok_s")
             table.add_row(
                 str(p["index"]),
                 f"{p['trial']}{mark}",
                 *(f"{p['objectives'][n]:.4g}" for n in names),
+                *([f"{again:.4g}" if again else "-"] if retimed else []),
                 values,
                 p["recipe"],
             )

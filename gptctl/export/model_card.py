@@ -54,6 +54,11 @@ def _what(manifest: dict[str, Any], opts: dict[str, Any], quant: dict[str, Any] 
         f"- precision: {_precision(opts, quant)}",
         f"- graph: {', '.join(manifest.get('outputs', {})) or '-'}",
     ]
+    if manifest.get("metrics", {}).get("layout") == "fast":
+        lines.append(
+            "- graph layout: fast (ONNX Runtime contrib ops GroupQueryAttention, RotaryEmbedding, "
+            "SkipSimplifiedLayerNormalization, domain `com.microsoft`; `--layout optimum` for optimum's graph)"
+        )
     if opts.get("optimize"):
         applied = (manifest.get("optimization") or {}).get("applied")
         lines.append(f"- ONNX Runtime transformer fusions: {'applied' if applied else 'not available for this model'}")

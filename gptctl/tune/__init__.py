@@ -6,8 +6,10 @@
     result.front                            # feasible, non-dominated trials; each a pinned recipe
 
 Every trial is the recipe runner's own run (gptctl.recipe.run_recipe) in DIR/trials/NNNN/, sharing
-step outputs through DIR/cache/ (content-addressed by the runner's step fingerprint). Optuna, plotly and
-ray are imported only when a study runs; `optuna-dashboard DIR/study.journal` shows the study live.
+step outputs through DIR/cache/ (content-addressed by the runner's step fingerprint); with
+`TuneOptions(backend="ray")` the trials run on Ray Tune (gptctl.tune.ray_backend). At the end the front
+is re-timed (gptctl.tune.retime). Optuna, plotly and ray are imported only when a study runs;
+`optuna-dashboard DIR/study.journal` shows the study live.
 """
 
 from gptctl.tune.run import TuneOptions, TuneResult, parse_duration, tune_recipe

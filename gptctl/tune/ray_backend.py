@@ -10,6 +10,9 @@ the driver, so only one process writes the storage), then hands the stock code t
 or nothing (stopped early: PRUNED; failed: FAIL). It reads one private attribute of OptunaSearch
 (`_ot_trials`, trial id -> Optuna trial), which its public methods do not expose.
 
+--time-budget becomes Tune's `time_budget_s`: at the budget Tune stops the trials still running (the local
+backend lets the running trial finish); such a trial is recorded as failed ("Ray stopped the trial").
+
 Why this rather than ask/tell with plain Ray tasks: Ray Tune then owns what it is good at (resources,
 concurrency, the time budget, its own experiment view) and the subclass stays about a screen long.
 
@@ -109,6 +112,7 @@ def run_on_ray(ctx, record) -> None:
         ray.init(address=opts.ray_address, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     # SIGINT reaches gptctl's handler (stop after the running trials), not Tune's own.
     os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no experiment tables on stdout
     metrics = [f"objective_{i}" for i in range(len(space.objectives))]  # as _trainable reports them
     searcher = _searcher_class()(
         lambda t: {**space.sample(t), NUMBER: t.number},  # define-by-run: the sampler decides, as here

@@ -44,8 +44,7 @@ def write_outputs(
     number -> gptctl.tune.retime figures) adds the end-of-study timings beside the in-study ones."""
     retimed = retimed or {}
     out = Path(result.output)
-    by_number = {t.number: t for t in result.trials}
-    front = [by_number[n] for n in front_numbers if n in by_number]
+    front = distinct_front(result.trials, front_numbers)
     first = space.objectives[0]
     front.sort(key=lambda t: t.objectives[first.name] * (1 if first.direction == "minimize" else -1))
     base = next((t for t in result.trials if t.baseline), None)
@@ -67,6 +66,7 @@ def write_outputs(
                 "objectives": t.objectives,
                 "recipe": str(path),
                 "baseline": t.baseline,
+                "repeats": _repeats(result.trials, t),
                 "dominates_baseline": bool(base and base.state == "complete" and _dominates(t, base, space)),
                 **({"retimed": retimed[t.number]} if t.number in retimed else {}),
             }
@@ -93,6 +93,27 @@ def write_outputs(
         "journal": str(out / "study.journal"),
     }
     _atomic_write(out / "report.html", render_html(result, space, base))
+
+
+def _key(t: TrialResult) -> str:
+    return json.dumps(t.params, sort_keys=True, default=str)
+
+
+def distinct_front(trials: list[TrialResult], front_numbers: list[int]) -> list[TrialResult]:
+    """The front's trials, one per distinct set of values: a sampler may propose the same values again
+    (the repeat is nearly free, every step shared) and Optuna keeps tied trials on the front; the
+    earliest stays (the recipe as written, when it is one of them)."""
+    by_number = {t.number: t for t in trials}
+    kept: dict[str, TrialResult] = {}
+    for n in sorted(front_numbers):
+        if n in by_number:
+            kept.setdefault(_key(by_number[n]), by_number[n])
+    return list(kept.values())
+
+
+def _repeats(trials: list[TrialResult], t: TrialResult) -> list[int]:
+    """Later trials with the same values (their figures are the same shared outputs)."""
+    return [x.number for x in trials if x.number != t.number and x.state == "complete" and _key(x) == _key(t)]
 
 
 def _dominates(a: TrialResult, b: TrialResult, space: SearchSpace) -> bool:
@@ -216,6 +237,8 @@ def render_html(result, space: SearchSpace, base: TrialResult | None) -> str:
     if result.front:
         parts += [
             "<h2>Pareto front (feasible)</h2>",
+            "<p>Re-timed: each front artifact benchmarked again after the study, one at a time in the benchmark"
+            " slot (the median over its benchmark's iterations), beside its in-study figure.</p>",
             _table(front_rows, ["#", "trial", *names, RETIMED, "params", "recipe"]),
         ]
     else:

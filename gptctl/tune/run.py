@@ -159,7 +159,8 @@ def tune_recipe(
     )
     retimed = {}
     if options.retime and not interrupted:
-        chosen = [t for t in trials if t.number in front_numbers or (t.baseline and t.state == "complete")]
+        chosen = tune_report.distinct_front(trials, front_numbers)
+        chosen += [t for t in trials if t.baseline and t.state == "complete" and t not in chosen]
         retimed = retime_trials(recipe, chosen, out / BENCH_SLOT)
     tune_report.write_outputs(result, recipe, space, front_numbers, retimed)
     return result
