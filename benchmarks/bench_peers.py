@@ -32,7 +32,7 @@ DEFAULT_MODEL = ROOT / "runs" / "quickstart" / "prune"
 DEFAULT_EVAL = ROOT / "recipes" / "data" / "pharmacy-notes-eval.txt"
 DEFAULT_CALIBRATION = ROOT / "recipes" / "data" / "pharmacy-notes.txt"
 LLAMA_TYPES = ("Q4_K_M", "Q4_0", "Q8_0")
-GPTCTL_METHODS = ("int4", "int4-mixed", "int8")
+GPTCTL_METHODS = ("int4", "int4-mixed", "int4-gptq", "int8")
 PROMPT = (
     "The pharmacist checks the prescription, the dose and the patient's allergies before the medicine is "
     "handed over, and writes a short note for the next shift about anything that"
@@ -70,6 +70,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--llama-types", default=",".join(LLAMA_TYPES), help="llama.cpp quantization types")
     p.add_argument("--gptctl-methods", default=",".join(GPTCTL_METHODS), help="gptctl --quantize methods")
+    p.add_argument(
+        "--quality-only",
+        action="store_true",
+        help="perplexity and size only, no timed runs (perplexity is not timing-sensitive: a shared machine will do)",
+    )
     p.add_argument("--worker", nargs=2, metavar=("RUNTIME", "PATH"), help=argparse.SUPPRESS)
     p.add_argument("--perplexity", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -186,6 +191,24 @@ def worker(args: argparse.Namespace) -> None:
 # ---- driver side --------------------------------------------------------------------------------------
 
 
+def _converter_path(converter: Path, args: argparse.Namespace) -> list[str]:
+    """gguf-py, and for BPE models (no tokenizer.model) without sentencepiece installed a stand-in module:
+    the Llama converter imports sentencepiece before it checks for tokenizer.model, then falls back to BPE."""
+    import importlib.util
+
+    paths = [str(converter.parent / "gguf-py")]
+    if importlib.util.find_spec("sentencepiece") is None and not (args.model / "tokenizer.model").is_file():
+        shim = args.work / "shim" / "sentencepiece"
+        shim.mkdir(parents=True, exist_ok=True)
+        (shim / "__init__.py").write_text(
+            "class SentencePieceProcessor:  # stand-in from bench_peers: the model has no tokenizer.model\n"
+            "    def __init__(self, *a, **k):\n"
+            "        raise FileNotFoundError('sentencepiece is not installed')\n"
+        )
+        paths.append(str(shim.parent))
+    return paths
+
+
 def convert_and_quantize(args: argparse.Namespace) -> dict[str, Path]:
     """f32 GGUF from the model directory, then each llama.cpp type from it (cached in --work)."""
     import llama_cpp
@@ -195,7 +218,7 @@ def convert_and_quantize(args: argparse.Namespace) -> dict[str, Path]:
     converter = Path(args.converter)
     f32 = args.work / "model-f32.gguf"
     if not f32.is_file():
-        env = {**os.environ, "PYTHONPATH": str(converter.parent / "gguf-py")}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(_converter_path(converter, args))}
         subprocess.run(
             [sys.executable, str(converter), str(args.model), "--outfile", str(f32), "--outtype", "f32"],
             check=True,
@@ -274,7 +297,8 @@ def measure(args: argparse.Namespace, artifacts: dict[str, tuple[str, Path]]) ->
     results = {name: {"runs": [], "bytes": _size(path)} for name, (_, path) in artifacts.items()}
     for name, (runtime, path) in artifacts.items():
         results[name]["ppl"] = _run_worker(args, runtime, path, perplexity=True)["ppl"]
-    for _ in range(args.rounds):  # interleaved: drift on a shared machine hits every artifact alike
+    # Interleaved: drift on a shared machine hits every artifact alike.
+    for _ in range(0 if args.quality_only else args.rounds):
         for name, (runtime, path) in artifacts.items():
             results[name]["runs"].append(_run_worker(args, runtime, path, perplexity=False))
     return results
@@ -286,19 +310,28 @@ def report(results: dict[str, dict]) -> list[str]:
         "gptctl": results.get("gptctl fp32", {}).get("ppl"),
     }
     ref = results.get("llama.cpp Q4_K_M")
-    ref_speed = statistics.median(r["decode_tok_s"] for r in ref["runs"]) if ref else None
-    lines = [
-        f"{'artifact':<20} {'MB':>7} {'size/Q4KM':>9} {'ppl':>8} {'cost':>7} {'decode tok/s (min-max)':>24} "
-        f"{'vs Q4KM':>7} {'prefill ms':>10} {'RSS MB':>7}"
-    ]
+    ref_speed = statistics.median(r["decode_tok_s"] for r in ref["runs"]) if ref and ref["runs"] else None
+    timed = any(r["runs"] for r in results.values())
+    head = f"{'artifact':<20} {'MB':>7} {'size/Q4KM':>9} {'ppl':>8} {'cost':>7}"
+    if timed:
+        head += f" {'decode tok/s (min-max)':>24} {'vs Q4KM':>7} {'prefill ms':>10} {'RSS MB':>7}"
+    lines = [head if timed else head + f" {'cost/Q4KM':>9}"]
     for name, r in results.items():
-        speeds = [x["decode_tok_s"] for x in r["runs"]]
         own = base[name.split()[0]]
         cost = f"{100 * (r['ppl'] / own - 1):+.1f}%" if own else "-"
+        ref_cost = ref["ppl"] / base["llama.cpp"] - 1 if ref and base["llama.cpp"] else None
+        line = (
+            f"{name:<20} {r['bytes'] / 1e6:7.1f} {r['bytes'] / ref['bytes'] if ref else float('nan'):9.2f} "
+            f"{r['ppl']:8.3f} {cost:>7}"
+        )
+        if not r["runs"]:  # --quality-only: the cost as a share of Q4_K_M's instead of the timings
+            share = (r["ppl"] / own - 1) / ref_cost if own and ref_cost else float("nan")
+            lines.append(f"{line} {share:9.2f}")
+            continue
+        speeds = [x["decode_tok_s"] for x in r["runs"]]
         med = statistics.median(speeds)
         lines.append(
-            f"{name:<20} {r['bytes'] / 1e6:7.1f} {r['bytes'] / ref['bytes'] if ref else float('nan'):9.2f} "
-            f"{r['ppl']:8.3f} {cost:>7} {med:8.1f} ({min(speeds):6.1f}-{max(speeds):6.1f})   "
+            f"{line} {med:8.1f} ({min(speeds):6.1f}-{max(speeds):6.1f})   "
             f"{med / ref_speed if ref_speed else float('nan'):7.2f} "
             f"{statistics.median(x['prefill_ms'] for x in r['runs']):10.1f} "
             f"{statistics.median(x['rss_mb'] for x in r['runs']):7.0f}"

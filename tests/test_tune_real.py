@@ -86,6 +86,7 @@ def test_real_study_on_a_tiny_llama(study, tmp_path):
             assert not (out / "trials" / f"{t['number']:04d}" / "ship").exists()
         else:
             assert t["state"] == "complete" and t["feasible"], t
+    assert {t["state"] for t in trials} == {"stopped", "complete"}  # both sides of the gate were tried
     assert data["front"] and all(p["params"]["prune.options.ratio"] == 0.3 for p in data["front"])
 
     # Cache reuse with the real runner: one prune per ratio for the whole study, one pick in all; every

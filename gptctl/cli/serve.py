@@ -35,7 +35,9 @@ app = typer.Typer(
 )
 
 
-def _serve_options(artifact, host, port, provider, threads, max_batch, max_queued, api_key_env, model_name, replicas):
+def _serve_options(
+    artifact, host, port, provider, threads, max_batch, max_queued, api_key_env, model_name, replicas, watch=None
+):
     from gptctl.errors import BadInput
     from gptctl.runtime.providers import PROVIDER_NAMES
     from gptctl.serve.server import ServeOptions
@@ -53,6 +55,7 @@ def _serve_options(artifact, host, port, provider, threads, max_batch, max_queue
         api_key_env=api_key_env,
         model_name=model_name,
         replicas=replicas,
+        watch=watch,
     )
 
 
@@ -117,6 +120,11 @@ def start_command(
     ray_address: str | None = typer.Option(None, help="ray: an existing cluster (default: start a local one)."),
     autoscale_max: int | None = typer.Option(None, help=_AUTOSCALE_HELP),
     ray_num_cpus: float | None = typer.Option(None, help=_RAY_CPUS_HELP),
+    watch: str | None = typer.Option(
+        None,
+        help="A symlink to follow: when it is replaced (atomically, e.g. `ln -sfn NEW L.tmp && mv -T L.tmp L`), "
+        "swap to its new target as `serve swap` would (local backend).",
+    ),
 ) -> None:
     """Serve ARTIFACT until SIGTERM or Ctrl-C (which drain: in-flight requests finish first)."""
     from gptctl.errors import BadInput
@@ -124,9 +132,11 @@ def start_command(
     from gptctl.serve.server import exposure_warning
 
     opts = _serve_options(
-        artifact, host, port, provider, threads, max_batch, max_queued, api_key_env, model_name, replicas
+        artifact, host, port, provider, threads, max_batch, max_queued, api_key_env, model_name, replicas, watch
     )
     extra = None
+    if backend == "ray" and watch:
+        raise BadInput("--watch works with the local backend", "on Ray, deploy a new user_config (serve ray-config)")
     if backend == "ray":
         extra = _ray_options(ray_address, ray_num_cpus, autoscale_max)
     elif ray_address or autoscale_max or ray_num_cpus:

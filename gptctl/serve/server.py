@@ -40,6 +40,7 @@ class ServeOptions:
     drain_timeout_s: float = 60.0  # SIGTERM: how long in-flight requests may take before exit
     keepalive_s: float = 5.0
     replicas: int = 1  # > 1: worker processes behind a router on host:port (gptctl/serve/router.py)
+    watch: str | None = None  # a symlink whose atomic replacement swaps to its new target (serve/watch.py)
     load: LoadOptions = field(default_factory=LoadOptions)
 
 
@@ -115,6 +116,8 @@ def run_server(options: ServeOptions, on_ready: Callable[[Any], None] | None = N
     resolved = resolve_artifact(options.artifact)  # a wrong path fails before the server listens
     if options.replicas < 1:
         raise BadInput(f"--replicas {options.replicas}: must be >= 1")
+    if options.watch:
+        on_ready = _with_watcher(options, on_ready)
     if options.replicas > 1:
         from gptctl.serve.router import run_router
 
@@ -151,6 +154,23 @@ def run_server(options: ServeOptions, on_ready: Callable[[Any], None] | None = N
     if failure:
         exc = failure[0]
         raise exc if isinstance(exc, GptctlError) else GptctlError(f"loading {options.artifact} failed: {exc}")
+
+
+def _with_watcher(options: ServeOptions, on_ready: Callable[[Any], None] | None) -> Callable[[Any], None]:
+    """`on_ready`, then a LinkWatcher on --watch (its starting target read now, so a deploy during the
+    first load is still noticed)."""
+    from gptctl.serve.watch import LinkWatcher, check_watchable, http_swapper, link_target
+
+    check_watchable(options.watch)
+    first = link_target(options.watch)
+
+    def ready(state: Any) -> None:
+        if on_ready:
+            on_ready(state)
+        swapper = http_swapper(options.host, options.port, options.api_key_env)
+        state.watcher = LinkWatcher(options.watch, swapper, current=first).start()
+
+    return ready
 
 
 class _DrainingServer:
