@@ -2,6 +2,7 @@
 mid-batch, cancel, stop ids, backpressure, the batching self-check; and the text side (stop strings,
 UTF-8), artifact resolution, fingerprints and the light tokenizer."""
 
+import itertools
 import json
 import shutil
 import time
@@ -61,7 +62,8 @@ def test_concurrent_prompts_of_different_lengths_equal_their_batch1_greedy(lm):
     try:
         assert engine.batching, engine.batching_reason
         lengths = [12, 7, 15, 9]
-        handles = [engine.add_request(p, n) for p, n in zip(PROMPTS, lengths, strict=True)]
+        with engine._cond:  # all four wait together, however slowly this thread runs on a loaded machine
+            handles = [engine.add_request(p, n) for p, n in zip(PROMPTS, lengths, strict=True)]
         outputs = [list(h) for h in handles]
     finally:
         engine.stop()
@@ -113,6 +115,41 @@ def test_cancel_frees_the_row_before_the_next_step(lm):
     assert handle.finish_reason == "cancelled"
     assert len(rest) <= 1 and len(handle.tokens) < 100
     assert stats.running == 0 and stats.steps - steps_at_cancel <= 1
+
+
+def _admitted_while_decoding(lm, lengths, **kw):
+    """Row counts per decode step (runs of equal counts merged) when three requests arrive at once while
+    one long request decodes, and the outputs of the three."""
+    lm.session = SlowSession(lm.session, 0.003)
+    rec = Recorder()
+    engine = make_engine(lm, max_batch=4, observer=rec, **kw)
+    try:
+        long = engine.add_request(PROMPTS[3], 40)
+        it = iter(long)
+        [next(it) for _ in range(3)]
+        # Holding the engine's lock, all three are waiting when its thread next looks (no race on timing).
+        with engine._cond:
+            handles = [engine.add_request(p, n) for p, n in zip(PROMPTS[:3], lengths, strict=True)]
+        outputs = [list(h) for h in handles]
+        list(it)
+    finally:
+        engine.stop()
+        lm.session = lm.session._session
+    assert outputs == [greedy(lm, p, n) for p, n in zip(PROMPTS[:3], lengths, strict=True)]
+    return [rows for rows, _ in itertools.groupby(rec.rows)]
+
+
+def test_all_waiting_requests_are_prefilled_before_the_next_decode_step(lm):
+    # One prefill per step made the third arrival wait behind two prefills and two decode steps: 1, 2, 3, 4.
+    assert _admitted_while_decoding(lm, [6, 6, 6]) == [1, 4, 1]
+
+
+def test_the_prefill_budget_defers_prompts_that_do_not_fit_to_the_next_step(lm):
+    # Prompts of 2, 5 and 9 tokens with a budget of 7: the first two in one round, the third one step later.
+    runs = _admitted_while_decoding(lm, [6, 6, 6], prefill_budget=7)
+    assert runs[:3] == [1, 3, 4], runs
+    # A prompt longer than the budget still goes (alone), or it would never run.
+    assert _admitted_while_decoding(lm, [6, 6, 6], prefill_budget=1)[:4] == [1, 2, 3, 4]
 
 
 def test_a_stop_id_ends_the_request_without_emitting_it(lm):

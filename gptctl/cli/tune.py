@@ -159,7 +159,7 @@ def _print_space(plan, space, json_out: bool) -> None:
     for p in space.params:
         table.add_row(p.path, p.describe(), str(p.baseline))
     out.print(table)
-    out.print(f"size: {data['size_text']} configurations", highlight=False)
+    out.print(f"size: {data['size_text']}", highlight=False)
     out.print("objectives: " + ", ".join(f"{o.name} ({o.direction})" for o in space.objectives), highlight=False)
     for g in plan.gates:
         out.print(f"constraint: {g}", highlight=False, markup=False)

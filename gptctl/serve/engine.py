@@ -4,7 +4,10 @@ Knows nothing of HTTP (vLLM's split): `add_request(token_ids, ...)` returns a `R
 tokens arrive as the engine produces them; `cancel` frees the row at the next step. Per-request state
 lives in slots (llama.cpp's), one per batch row. Continuous batching: a new request is prefilled alone
 (`OrtCausalLM.prefill`), then joins the running `DecodeBatch`; finished or cancelled rows leave before
-the next step. At load `check_batching` compares batched greedy output with batch-1 output for prompts
+the next step. Before each decode step every waiting request that has a free row is prefilled, up to
+`prefill_budget` prompt tokens per step (vLLM's token budget, llama.cpp's n_batch): a request that arrives
+while others decode waits for one step at most, not for one step per request ahead of it, and the stall
+the running rows see stays bounded. At load `check_batching` compares batched greedy output with batch-1 output for prompts
 of different lengths; if they differ, batching is turned off (one row at a time) and the reason kept.
 The check allows the graph's own rounding noise (int4 at accuracy_level 4 turns padding's float rounding
 into ~0.5 logits), so a served greedy token is batch-1's except at near-ties closer than that noise.
@@ -29,6 +32,11 @@ log = logging.getLogger(__name__)
 
 # Prompts of different lengths for the batching self-check (ids below 100: valid in any vocabulary).
 _CHECK_PROMPTS = ((5, 17, 42), (9, 3, 27, 81, 11, 64, 2), (31, 7, 19, 5, 53, 12, 8, 44, 70, 6, 15, 90))
+
+
+# Prompt tokens prefilled before one decode step (more wait for the next step). One admission round thus
+# stalls the running rows by at most ~this many tokens of prefill, or one longer prompt alone.
+PREFILL_BUDGET = 256
 
 
 class QueueFull(GptctlError):
@@ -140,7 +148,7 @@ class Engine:
 
     `max_batch` rows decode together; up to `max_queued` more wait for a row; beyond that
     `add_request` raises QueueFull. `context_window` (the config's max_position_embeddings) bounds
-    prompt + generated tokens.
+    prompt + generated tokens; `prefill_budget` the prompt tokens prefilled before one decode step.
     """
 
     def __init__(
@@ -153,6 +161,7 @@ class Engine:
         check_batching: bool = True,
         observer: Any = None,
         name: str = "engine",
+        prefill_budget: int = PREFILL_BUDGET,
     ):
         if not getattr(lm, "has_cache", False):
             raise BadInput(
@@ -161,7 +170,10 @@ class Engine:
             )
         if max_batch < 1 or max_queued < 0:
             raise BadInput(f"--max-batch must be >= 1 and --max-queued >= 0 (got {max_batch}, {max_queued})")
+        if prefill_budget < 1:
+            raise BadInput(f"the prefill budget must be >= 1 token, not {prefill_budget}")
         self.lm = lm
+        self.prefill_budget = prefill_budget
         self.context_window = context_window
         self.max_batch = max_batch
         self.max_queued = max_queued
@@ -283,15 +295,28 @@ class Engine:
                     break
                 cancelled, self._cancelled = self._cancelled, set()
                 self._drop_cancelled(cancelled)
-                admit = self._waiting.popleft() if self._waiting and len(self._slots) < self._batch.max_rows else None
-                if admit is not None:  # counted as running from here: its prefill holds a row
-                    self._slots[admit.handle.id] = admit
-            # One prefill per step: a long prompt delays the running rows by one prefill, not by a queue of them.
-            if admit is not None:
-                self._admit(admit)
+                admitted = self._take_admissions()
+            for slot in admitted:
+                self._admit(slot)
             if len(self._batch):
                 self._step()
         self._shutdown()
+
+    def _take_admissions(self) -> list[_Slot]:
+        """The waiting requests to prefill before the next decode step (the caller holds the lock): in
+        arrival order while rows are free and their prompts fit `prefill_budget` tokens; the first always
+        goes, so a prompt longer than the budget is prefilled alone in a step of its own."""
+        admitted: list[_Slot] = []
+        tokens = 0
+        while self._waiting and len(self._slots) < self._batch.max_rows:
+            slot = self._waiting[0]
+            if admitted and tokens + len(slot.prompt) > self.prefill_budget:
+                break
+            self._waiting.popleft()
+            self._slots[slot.handle.id] = slot  # counted as running from here: its prefill holds a row
+            admitted.append(slot)
+            tokens += len(slot.prompt)
+        return admitted
 
     def _drop_cancelled(self, ids: set[int]) -> None:
         for slot in [s for s in self._waiting if s.handle.id in ids]:

@@ -10,19 +10,20 @@ at 8 bits (`tied`), and writes each weight's choice and its measured error into 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 
 @dataclass(frozen=True)
 class PlannedQuant:
-    """A registered method: `bits` for the transformer's MatMuls, `grid` ("symmetric", "gptq"), `mixed`:
-    Q4_K_M's choice of 8-bit tensors (see `mixed`), `calibration`: "optional", "required" or "none"."""
+    """A registered method: `bits` for the transformer's MatMuls, `grid` ("symmetric", "gptq"), `mixed`: which
+    weights go to 8 bits ("" none, "q4km" Q4_K_M's rule in `mixed`, "measured" the most sensitive within
+    --int8-share, `sensitivity`), `calibration`: "optional", "required" or "none"."""
 
     name: str
     bits: int
     grid: str = "symmetric"
-    mixed: bool = False
+    mixed: str = ""
     calibration: str = "optional"
 
     @property
@@ -42,14 +43,54 @@ class PlannedQuant:
         stats = self._stats(proto, calibration)
         tied = self._share_tied(proto, head, names, block_size, stats) if opts.head_bits >= 8 else None
         plan, promoted = self._plan(names, head, tied is not None, opts)
+        measured = None
+        if self.mixed == "measured":
+            measured = self._measure(proto, names, plan, stats, calibration, opts)
+            promoted = measured.pop("promoted")
         report = apply_plan(proto, plan, block_size=block_size, accuracy_level=ACCURACY_LEVEL, stats=stats)
+        if measured is not None:
+            for weight, kl in measured["kl_4bit"].items():
+                report["weights"][weight]["sensitivity_kl"] = kl
         embedding = any(n.op_type == "GatherBlockQuantized" for n in proto.graph.node)
         if not embedding and self.bits == 4:
             from gptctl.export.quant.embedding import quantize_embedding
 
             proto = quantize_embedding(proto, block_size, accuracy_level=ACCURACY_LEVEL)
             embedding = any(n.op_type == "GatherBlockQuantized" for n in proto.graph.node)
-        return proto, self._report(report, names, head, tied, promoted, stats, embedding, block_size, ACCURACY_LEVEL)
+        section = self._report(report, names, head, tied, promoted, stats, embedding, block_size, ACCURACY_LEVEL)
+        if measured is not None:
+            measured["kl_4bit"] = {f"{names[w]['kind']}@{names[w]['layer']}": v for w, v in measured["kl_4bit"].items()}
+            section["sensitivity"] = measured
+        return proto, section
+
+    def _measure(self, proto: Any, names: dict, plan: dict, stats: Any, calibration: Any, opts: Any) -> dict:
+        """--int8-share: each planned 4-bit weight's measured KL alone at 4 bits, the most sensitive set to 8 bits
+        (`plan` updated in place, 4-bit grids computed once); the `sensitivity` manifest section + `promoted`."""
+        from gptctl.export.quant.sensitivity import choose_8bit, measure_sensitivity, trial_grids
+
+        candidates = [w for w, c in plan.items() if c.bits == 4 and names[w]["layer"] is not None]
+        grids, dequantized = trial_grids(proto, {w: plan[w] for w in candidates}, stats, opts.block_size)
+        if not calibration:
+            return {"promoted": [], "skipped": "no calibration text to measure on", "kl_4bit": {}}
+        found = measure_sensitivity(proto, dequantized, calibration)
+        params = {w: names[w]["K"] * names[w]["N"] for w in candidates}
+        chosen = choose_8bit(found.kl, params, opts.int8_share)
+        for w in candidates:
+            if w in chosen:
+                plan[w] = replace(plan[w], bits=8)
+            elif w in grids:
+                plan[w] = replace(plan[w], grid=grids[w])
+        kept_4bit = sum(v for w, v in found.kl.items() if w not in chosen)
+        return {
+            "promoted": chosen,
+            "metric": "mean KL(fp32 || this weight alone at 4 bits) per calibration token",
+            "tokens": found.tokens,
+            "int8_share": opts.int8_share,
+            "params_8bit_share": round(sum(params[w] for w in chosen) / max(sum(params.values()), 1), 4),
+            "kl_4bit_sum": float(f"{sum(found.kl.values()):.4g}"),
+            "kl_left_at_4bit": float(f"{kept_4bit:.4g}"),
+            "kl_4bit": found.kl,
+        }
 
     def _stats(self, proto: Any, calibration: Sequence[Any] | None) -> Any:
         if not calibration or not self.uses_calibration:
@@ -80,7 +121,7 @@ class PlannedQuant:
         from gptctl.export.quant.rewrite import WeightPlan
 
         grid, grid_name = _grid(self.grid)
-        promoted = promoted_weights(names) if self.mixed else []
+        promoted = promoted_weights(names) if self.mixed == "q4km" else []
         plan = {}
         for weight in names:
             if weight == head:
@@ -147,5 +188,6 @@ def _grid(name: str):
 
 INT4 = PlannedQuant("int4", bits=4)
 INT8 = PlannedQuant("int8", bits=8)
-INT4_MIXED = PlannedQuant("int4-mixed", bits=4, mixed=True)
+INT4_MIXED = PlannedQuant("int4-mixed", bits=4, mixed="q4km")
+INT4_AUTO = PlannedQuant("int4-auto", bits=4, mixed="measured")
 INT4_GPTQ = PlannedQuant("int4-gptq", bits=4, grid="gptq", calibration="required")
