@@ -81,6 +81,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--worker", nargs=2, metavar=("RUNTIME", "PATH"), help=argparse.SUPPRESS)
     p.add_argument("--perplexity", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--save-logp", help=argparse.SUPPRESS)
+    p.add_argument("--ref-logp", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.rounds < 1 or args.tokens < 1 or args.prompt_tokens < 1 or args.threads < 1:
         p.error("--rounds, --tokens, --prompt-tokens and --threads must be >= 1")
@@ -115,7 +117,8 @@ def _token_ids(model_dir: Path, eval_path: Path, prompt_tokens: int):
     return prompt[:prompt_tokens], samples
 
 
-def _nll(logits, sample) -> tuple[float, int]:
+def _logp(logits, sample):
+    """Log-probabilities [scored positions, vocab] of the next token, and the targets, of one sample."""
     import numpy as np
 
     from gptctl.evaluation.records import IGNORE
@@ -124,8 +127,26 @@ def _nll(logits, sample) -> tuple[float, int]:
     keep = targets != IGNORE
     x = np.asarray(logits[:-1], dtype=np.float64)[keep]
     x -= x.max(-1, keepdims=True)
-    logp = x - np.log(np.exp(x).sum(-1, keepdims=True))
-    return -float(logp[np.arange(len(logp)), targets[keep]].sum()), int(keep.sum())
+    return x - np.log(np.exp(x).sum(-1, keepdims=True)), targets[keep]
+
+
+def _score(all_logits: list, samples, args) -> dict:
+    """Perplexity, and against the same runtime's fp32 log-probabilities (--ref-logp, written by its own
+    --save-logp run) the mean KL(fp32 || this) per token and the top-1 agreement: on a ~350-token eval text
+    perplexity moves a few percent either way by chance, the KL to fp32 does not."""
+    import numpy as np
+
+    rows = [_logp(x, s) for x, s in zip(all_logits, samples, strict=True)]
+    logp = np.concatenate([r[0] for r in rows])
+    targets = np.concatenate([r[1] for r in rows])
+    out = {"ppl": float(np.exp(-logp[np.arange(len(logp)), targets].mean())), "tokens": int(len(targets))}
+    if args.save_logp:
+        np.save(args.save_logp, logp.astype(np.float32))
+    if args.ref_logp:
+        ref = np.load(args.ref_logp).astype(np.float64)
+        out["kl"] = float((np.exp(ref) * (ref - logp)).sum(-1).mean())
+        out["top1"] = float((ref.argmax(-1) == logp.argmax(-1)).mean())
+    return out
 
 
 def _llama_worker(path: Path, prompt: list[int], samples, args) -> dict:
@@ -144,14 +165,12 @@ def _llama_worker(path: Path, prompt: list[int], samples, args) -> dict:
     )
     out = {"load_s": time.perf_counter() - t, "rss_mb": _rss_mb()}
     if args.perplexity:
-        nll, count = 0.0, 0
+        logits = []
         for s in samples:
             llm.reset()
             llm.eval(list(s.input_ids))
-            a, b = _nll(np.asarray(llm.scores[: len(s.input_ids)]), s)
-            nll, count = nll + a, count + b
-        out["ppl"] = float(np.exp(nll / count))
-        return out
+            logits.append(np.array(llm.scores[: len(s.input_ids)]))
+        return {**out, **_score(logits, samples, args)}
     llm.reset()
     t = time.perf_counter()
     llm.eval(prompt)
@@ -168,15 +187,14 @@ def _llama_worker(path: Path, prompt: list[int], samples, args) -> dict:
 def _onnx_worker(path: Path, prompt: list[int], samples, args) -> dict:
     import numpy as np
 
-    from gptctl.evaluation import perplexity_onnx
     from gptctl.runtime.session import OrtCausalLM
 
     t = time.perf_counter()
     lm, _ = OrtCausalLM.from_path(path / "model.onnx", "cpu", threads=args.threads)
     out = {"load_s": time.perf_counter() - t, "rss_mb": _rss_mb()}
     if args.perplexity:
-        out["ppl"] = perplexity_onnx(lm, samples)["ppl"]
-        return out
+        logits = [lm.forward(np.asarray([s.input_ids], dtype=np.int64))[0]["logits"][0] for s in samples]
+        return {**out, **_score(logits, samples, args)}
     timings: list[float] = []
     t = time.perf_counter()
     lm.greedy(np.asarray([prompt], dtype=np.int64), args.tokens, timings=timings)
@@ -276,7 +294,7 @@ def export_gptctl(args: argparse.Namespace) -> dict[str, Path]:
     return dirs
 
 
-def _run_worker(args: argparse.Namespace, runtime: str, path: Path, perplexity: bool) -> dict:
+def _run_worker(args: argparse.Namespace, runtime: str, path: Path, perplexity: bool, logp: list[str] = ()) -> dict:
     cmd = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -293,7 +311,7 @@ def _run_worker(args: argparse.Namespace, runtime: str, path: Path, perplexity: 
         str(args.prompt_tokens),
         "--threads",
         str(args.threads),
-    ] + (["--perplexity"] if perplexity else [])
+    ] + (["--perplexity", *logp] if perplexity else [])
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -306,7 +324,11 @@ def _size(path: Path) -> int:
 def measure(args: argparse.Namespace, artifacts: dict[str, tuple[str, Path]]) -> dict[str, dict]:
     results = {name: {"runs": [], "bytes": _size(path)} for name, (_, path) in artifacts.items()}
     for name, (runtime, path) in artifacts.items():
-        results[name]["ppl"] = _run_worker(args, runtime, path, perplexity=True)["ppl"]
+        # Each runtime's fp32 artifact comes first in `artifacts` and leaves its log-probabilities behind.
+        ref = args.work / f"logp-{runtime}.npy"
+        fp32 = name in ("llama.cpp f32", "gptctl fp32")
+        logp = ["--save-logp", str(ref)] if fp32 else (["--ref-logp", str(ref)] if ref.is_file() else [])
+        results[name].update(_run_worker(args, runtime, path, perplexity=True, logp=logp))
     # Interleaved: drift on a shared machine hits every artifact alike.
     for _ in range(0 if args.quality_only else args.rounds):
         for name, (runtime, path) in artifacts.items():
@@ -322,7 +344,7 @@ def report(results: dict[str, dict]) -> list[str]:
     ref = results.get("llama.cpp Q4_K_M")
     ref_speed = statistics.median(r["decode_tok_s"] for r in ref["runs"]) if ref and ref["runs"] else None
     timed = any(r["runs"] for r in results.values())
-    head = f"{'artifact':<30} {'MB':>7} {'size/Q4KM':>9} {'ppl':>8} {'cost':>7}"
+    head = f"{'artifact':<30} {'MB':>7} {'size/Q4KM':>9} {'ppl':>8} {'cost':>7} {'KL':>7} {'top1':>6}"
     if timed:
         head += f" {'decode tok/s (min-max)':>24} {'vs Q4KM':>7} {'prefill ms':>10} {'RSS MB':>7}"
     lines = [head if timed else head + f" {'cost/Q4KM':>9}"]
@@ -332,7 +354,7 @@ def report(results: dict[str, dict]) -> list[str]:
         ref_cost = ref["ppl"] / base["llama.cpp"] - 1 if ref and base["llama.cpp"] else None
         line = (
             f"{name:<30} {r['bytes'] / 1e6:7.1f} {r['bytes'] / ref['bytes'] if ref else float('nan'):9.2f} "
-            f"{r['ppl']:8.3f} {cost:>7}"
+            f"{r['ppl']:8.3f} {cost:>7} {r.get('kl', 0.0):7.4f} {r.get('top1', 1.0):6.3f}"
         )
         if not r["runs"]:  # --quality-only: the cost as a share of Q4_K_M's instead of the timings
             share = (r["ppl"] / own - 1) / ref_cost if own and ref_cost else float("nan")
@@ -347,8 +369,9 @@ def report(results: dict[str, dict]) -> list[str]:
             f"{statistics.median(x['rss_mb'] for x in r['runs']):7.0f}"
         )
     lines.append(
-        "cost: perplexity vs the same runtime's fp32 (llama.cpp f32 GGUF, gptctl fp32 ONNX); ratios to Q4_K_M "
-        "measured in this run"
+        "cost: perplexity vs the same runtime's fp32 (llama.cpp f32 GGUF, gptctl fp32 ONNX); KL: mean KL(fp32 || "
+        "artifact) per token, top1: argmax agreement with that fp32, on the eval text; ratios to Q4_K_M measured "
+        "in this run"
     )
     return lines
 

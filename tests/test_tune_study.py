@@ -196,7 +196,7 @@ def test_dry_run_prints_the_space_and_its_size(recipe):
     assert data["size"] == 9 * (3 + 1) * (32 - 4 + 1)
     assert recipe_fakes.CALLS == []
     plain = tune(recipe(text.replace("step: 0.05", "log: true")), "--dry-run")
-    assert plain.exit_code == 0 and "size: infinite" in plain.stdout
+    assert plain.exit_code == 0 and "size: unbounded" in plain.stdout
 
 
 def test_conditional_parameter_is_sampled_only_where_it_applies(recipe, tmp_path):
@@ -233,3 +233,16 @@ def test_no_retime_leaves_the_in_study_figures_alone(recipe, tmp_path):
     off = tune(recipe(), "--trials", 2, "--output", tmp_path / "off", "--json", "--no-retime")
     assert off.exit_code == 0, off.stderr
     assert all("retimed" not in p for p in json.loads(off.stdout)["front"])
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "nsga2", "gp", "grid"])
+def test_every_sampler_runs_a_study_with_the_gates_as_constraints(recipe, tmp_path, sampler):
+    # 4 trials: trial 0 is the recipe, the rest are the sampler's (gp and nsga2 start from random ones)
+    result = tune(recipe(), "--trials", 4, "--sampler", sampler, "--output", tmp_path / "s", "--json")
+    assert result.exit_code == 0, result.stderr + result.stdout
+    trials = lines(tmp_path / "s/trials.jsonl")
+    assert len(trials) == 4 and trials[0]["baseline"]
+    for t in trials:
+        feasible = t["params"]["prune.options.ratio"] >= 0.2
+        assert t["constraints"]["gates[0]"] <= 0 if feasible else t["constraints"]["gates[0]"] > 0
+    assert all(p["params"]["prune.options.ratio"] >= 0.2 for p in json.loads(result.stdout)["front"])

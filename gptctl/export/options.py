@@ -76,6 +76,16 @@ class ExportOptions(BenchSettings):
         choices=(4, 8),
         panel=_Q,
     )
+    # The size budget of --quantize int4-auto (export/quant/sensitivity.py), a float `gptctl tune` can search.
+    int8_share: float = option(
+        "float",
+        0.1,
+        "--quantize int4-auto: share of the transformer's MatMul parameters kept at 8 bits (the weights "
+        "measured most sensitive); each 0.1 adds ~0.05 bytes per parameter.",
+        ge=0,
+        le=1,
+        panel=_Q,
+    )
     # Read by the methods that weigh errors by activations (int4, int8, int4-mixed; int4-gptq requires it).
     calibration_data: str | None = option(
         "str",

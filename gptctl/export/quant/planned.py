@@ -68,10 +68,10 @@ class PlannedQuant:
         (`plan` updated in place, 4-bit grids computed once); the `sensitivity` manifest section + `promoted`."""
         from gptctl.export.quant.sensitivity import choose_8bit, measure_sensitivity, trial_grids
 
-        candidates = [w for w, c in plan.items() if c.bits == 4 and names[w]["layer"] is not None]
-        grids, dequantized = trial_grids(proto, {w: plan[w] for w in candidates}, stats, opts.block_size)
         if not calibration:
             return {"promoted": [], "skipped": "no calibration text to measure on", "kl_4bit": {}}
+        candidates = [w for w, c in plan.items() if c.bits == 4 and names[w]["layer"] is not None]
+        grids, dequantized = trial_grids(proto, {w: plan[w] for w in candidates}, stats, opts.block_size)
         found = measure_sensitivity(proto, dequantized, calibration)
         params = {w: names[w]["K"] * names[w]["N"] for w in candidates}
         chosen = choose_8bit(found.kl, params, opts.int8_share)

@@ -51,8 +51,14 @@ QUANT_METHODS: dict[str, QuantMethodSpec] = {
         QuantMethodSpec(
             "int4-mixed",
             "gptctl.export.quant.planned:INT4_MIXED",
-            "int4 with llama.cpp Q4_K_M's 8-bit tensors (attention V and MLP down in the first and last "
-            "eighth of the layers and every third between)",
+            "int4 with llama.cpp Q4_K_M's 8-bit tensors (attention V, the whole fused q|k|v in the fast layout, "
+            "and MLP down in the first and last eighth of the layers and every third between)",
+        ),
+        QuantMethodSpec(
+            "int4-auto",
+            "gptctl.export.quant.planned:INT4_AUTO",
+            "int4 with the weights measured most sensitive at 8 bits: each weight's KL to the fp32 model alone "
+            "at 4 bits, on calibration text; the most KL saved per byte within --int8-share of the parameters",
         ),
         QuantMethodSpec(
             "int4-gptq",
