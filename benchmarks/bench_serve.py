@@ -171,7 +171,7 @@ def long_tokens(artifact: Path, wanted: int = 400) -> int:
 
 
 def _completion(max_tokens: int, stream: bool) -> dict:
-    body = {"prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0, "stream": stream}
+    body = {"prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0, "stream": stream, "ignore_eos": True}
     return {"model": MODEL, **body}
 
 
@@ -199,6 +199,9 @@ def load(url: str, requests: int, concurrency: int, max_tokens: int, model: str 
             prompt=PROMPT,
             timeout=300,
             model=model,
+            # Same work per request on both servers: a completion that ends at EOS after 4 tokens would
+            # measure TTFT, not decoding.
+            ignore_eos=True,
         )
     )
 
@@ -471,6 +474,7 @@ def _disconnect_once(url: str, scrape, max_tokens: int) -> dict:
 
     gaps, last = [], None
     client = httpx.Client(base_url=url, timeout=300)
+    before = None
     with client.stream("POST", "/v1/completions", json=_completion(max_tokens, True)) as response:
         for line in response.iter_lines():
             if line.startswith("data: "):
@@ -483,6 +487,8 @@ def _disconnect_once(url: str, scrape, max_tokens: int) -> dict:
                 break  # this closes the unfinished response, and with it the connection: the disconnect
     dropped = time.perf_counter()
     client.close()
+    if before is None:
+        raise SystemExit("the stream ended before 8 tokens: nothing to disconnect from")
     while True:
         after = scrape()
         if after["running"] == 0:

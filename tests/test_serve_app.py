@@ -324,3 +324,23 @@ def test_drain_turns_ready_503_finishes_in_flight_then_exits(artifact):
     assert rest[-1] == "data: [DONE]" and '"finish_reason": "length"' in "".join(rest)
     assert exited
     state.deployment.close()
+
+
+def test_ignore_eos_decodes_max_tokens_past_the_end_of_sequence(server):
+    # Make the 3rd greedy token an end-of-sequence id for this test: without ignore_eos the answer stops there.
+    version = server.state.deployment.current
+    ids = version.tokenizer(PROMPTS[1])["input_ids"]
+    out = version.engine.lm.greedy(np.array([ids], dtype=np.int64), 8)[0].tolist()
+    saved = version.stop_ids
+    version.stop_ids = (*saved, out[2])
+    try:
+        c = client(server)
+        cut = c.completions.create(model=MODEL, prompt=PROMPTS[1], max_tokens=8, temperature=0)
+        full = c.completions.create(
+            model=MODEL, prompt=PROMPTS[1], max_tokens=8, temperature=0, extra_body={"ignore_eos": True}
+        )
+    finally:
+        version.stop_ids = saved
+    assert cut.usage.completion_tokens == 2 and cut.choices[0].finish_reason == "stop"
+    assert full.usage.completion_tokens == 8 and full.choices[0].finish_reason == "length"
+    assert full.choices[0].text == version.tokenizer.decode(out)

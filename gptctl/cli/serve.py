@@ -216,6 +216,9 @@ def loadtest_command(
     prompt: str = typer.Option("The patient was given", help="The prompt of every request."),
     api_key_env: str | None = typer.Option(None, help="Environment variable holding the server's key."),
     timeout: float = typer.Option(60.0, help="Seconds one request may take."),
+    ignore_eos: bool = typer.Option(
+        False, help="Ask for max_tokens tokens past end-of-sequence (vLLM's and llama-server's `ignore_eos`)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Send a bounded number of streaming completions; print ok/failed, tok/s, TTFT and ITL p50/p95."""
@@ -232,6 +235,7 @@ def loadtest_command(
             prompt=prompt,
             api_key_env=api_key_env,
             timeout=timeout,
+            ignore_eos=ignore_eos,
         )
     )
     if json_out:

@@ -260,7 +260,11 @@ async def _submit(state: ServeState, req: Any, chat: bool) -> _Job:
         )
         try:
             handle = version.engine.add_request(
-                ids, limit or window - len(ids), sampling, version.stop_ids, loop=asyncio.get_running_loop()
+                ids,
+                limit or window - len(ids),
+                sampling,
+                () if req.ignore_eos else version.stop_ids,
+                loop=asyncio.get_running_loop(),
             )
         except QueueFull as exc:
             state.metrics.rejected.labels("queue_full").inc()

@@ -27,6 +27,7 @@ class LoadtestOptions:
     api_key_env: str | None = None
     timeout: float = 60.0
     model: str | None = None  # default: the first of /v1/models
+    ignore_eos: bool = False  # every request decodes max_tokens (vLLM's and llama-server's extension)
 
 
 @dataclass
@@ -86,6 +87,8 @@ def _one(client, opts: LoadtestOptions, model: str) -> _One:
         "stream": True,
         "stream_options": {"include_usage": True},
     }
+    if opts.ignore_eos:
+        body["ignore_eos"] = True
     started = time.perf_counter()
     last, result = None, _One(ok=False)
     try:

@@ -66,6 +66,9 @@ class _Sampling(_Strict):
     stream_options: StreamOptions | None = None
     n: int = Field(default=1, ge=1)
     user: str | None = None
+    # vLLM's and llama.cpp's server's extension: decode max_tokens tokens even past end-of-sequence, so a
+    # benchmark's requests all do the same work whatever the model says.
+    ignore_eos: bool = False
     # Accepted at their neutral value only (see `unsupported`).
     presence_penalty: float | None = None
     frequency_penalty: float | None = None

@@ -175,7 +175,9 @@ class SearchSpace:
             ],
             "objectives": {o.name: o.direction for o in self.objectives},
             "size": None if math.isinf(size) else int(size),
-            "size_text": "unbounded (a continuous range has no step)" if math.isinf(size) else f"{int(size):,} configurations",
+            "size_text": "unbounded (a continuous range has no step)"
+            if math.isinf(size)
+            else f"{int(size):,} configurations",
             "stop_margin": self.stop_margin,
         }
 
