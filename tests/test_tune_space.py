@@ -24,6 +24,7 @@ def test_shipped_tune_recipe_validates_with_the_real_options():
         "tune.options.lr",
         "ship.options.quantize",
         "ship.options.block_size",
+        "ship.options.int8_share",
     ]
     assert {o.name: o.direction for o in space.objectives} == {
         "ppl": "minimize",

@@ -77,6 +77,12 @@ def train(
                 f"stopped after step {len(loop.history)} of {loop.total}; checkpoint saved: "
                 "run again with --resume to continue"
             )
+        elif loop.in_step and ckpt.is_file() and accelerator.is_main_process:
+            # Inside an optimizer step the weights may be half-updated: keep the last whole checkpoint.
+            progress.info(
+                f"stopped inside step {len(loop.history) + 1} of {loop.total}; the last checkpoint is kept: "
+                "run again with --resume to continue"
+            )
         raise
     finally:
         task.close()
@@ -139,11 +145,12 @@ class _Loop:
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.in_step = False
         if self.world > 1:
             sums = acc.reduce(sums, "sum")
         nll_sum, n_sum = sums.tolist()
         self.history.append(nll_sum / max(n_sum, 1))
+        # Only now do the weights and the step count agree: a Ctrl-C before this line saves nothing.
+        self.in_step = False
         return self.history[-1]
 
     def save(self, path: Path, fingerprint: dict[str, Any]) -> None:
